@@ -1,0 +1,10 @@
+"""boundgraph: a bound-propagation compiler for PyTorch (IBP, CROWN-IBP, CROWN)."""
+from .bounded_module import BoundedModule
+from .emit import BoundProgram
+from .errors import UnsupportedOpError
+from .ir import Interval
+from .perturbation import Box, L2Ball, LinfBall, Perturbation
+
+__all__ = ["BoundedModule", "BoundProgram", "Interval", "UnsupportedOpError", "Perturbation", "LinfBall",
+           "L2Ball", "Box"]
+__version__ = "0.1.0"

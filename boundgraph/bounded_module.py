@@ -1,0 +1,165 @@
+"""``BoundedModule``: a model compiled once into bound programs, one per way of bounding it."""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .emit import BoundProgram, emit
+from .ir import BoundGraph, Interval
+from .ops import LINE_STRATEGIES
+from .passes import (METHODS, attach_rules, canonicalize, eliminate_dead_nodes, evaluate, fold_batchnorm,
+                     fuse_spec, mark_perturbed, propagate_shapes, schedule)
+from .perturbation import Perturbation
+from .trace import trace
+
+Inputs = Union[Tensor, Sequence[Tensor]]
+_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def _as_tuple(x: Inputs) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+class BoundedModule(nn.Module):
+    """Trace ``model`` on ``example_input`` (a tensor, or a tuple for several inputs) and compile it.
+
+    ``bm(x)`` is ``model(x)``; ``bm.bounds(x, perturbation, method, C)`` bounds ``C·model(x')`` (or
+    ``model(x')`` without ``C``) over every ``x'`` in the perturbation set, differentiably in the
+    model's own, live parameters. ``bm(x, perturbation=..., method=...)`` does the same through
+    ``forward``, so a ``DistributedDataParallel`` wrapped around a ``BoundedModule`` syncs its gradients.
+    """
+
+    def __init__(self, model: nn.Module, example_input: Inputs) -> None:
+        super().__init__()
+        self.model = model
+        core = _unwrap(model)
+        inputs = _as_tuple(example_input)
+        if not inputs or not all(isinstance(x, Tensor) and x.dim() >= 1 for x in inputs):
+            raise ValueError("example_input must be a tensor with a batch dimension, or a tuple of them")
+        modes = {m: m.training for m in core.modules()}
+        core.eval()  # bounds use running statistics; the example's forward must not update them
+        try:
+            graph = eliminate_dead_nodes(canonicalize(trace(core, inputs), core))
+            graph = fold_batchnorm(propagate_shapes(graph, core, inputs))
+            attach_rules(graph)
+            with torch.no_grad():
+                expected = core(*inputs)
+                got = evaluate(graph, core, inputs)[graph.output]
+            if not torch.allclose(expected, got, rtol=1e-4, atol=1e-5):
+                raise RuntimeError("internal error: the compiled graph does not compute what the model does "
+                                   f"on the example input (max difference {(expected - got).abs().max():.3g})")
+        finally:
+            for module, training in modes.items():
+                module.training = training
+        self.graph: BoundGraph = graph
+        self.input_shapes = [tuple(x.shape[1:]) for x in inputs]
+        self.output_shape = tuple(graph[graph.output].shape[1:])
+        self._mode_dependent = [m for m in core.modules() if isinstance(m, _MODE_DEPENDENT)]
+        self._programs: dict[tuple, BoundProgram] = {}
+
+    @property
+    def core(self) -> nn.Module:
+        """The traced model (inside any DataParallel wrapper)."""
+        return _unwrap(self.model)
+
+    def forward(self, *x: Tensor, perturbation: Any = None, **bound_options: Any) -> Any:
+        if perturbation is None:
+            return self.model(*x)
+        return self.bounds(x if len(x) > 1 else x[0], perturbation, **bound_options)
+
+    def program(self, method: str = "crown-ibp", *, perturbed: Optional[Sequence[int]] = None,
+                with_spec: bool = False, bound_lower: bool = True, bound_upper: bool = True,
+                lines: str = "adaptive") -> BoundProgram:
+        """The bound program for ``method`` (compiled on first use, then cached); print it to read it.
+        ``perturbed``: indices of the perturbed inputs (all by default); ``with_spec``: takes ``C``."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        if lines not in LINE_STRATEGIES:
+            raise ValueError(f"unknown line strategy {lines!r}; choose one of {LINE_STRATEGIES}")
+        if not (bound_lower or bound_upper):
+            raise ValueError("ask for the lower bound, the upper bound, or both")
+        perturbed = tuple(range(len(self.input_shapes)) if perturbed is None else sorted(perturbed))
+        if not perturbed:
+            raise ValueError("at least one input must be perturbed")
+        key = (method, perturbed, with_spec, bound_lower, bound_upper, lines)
+        if key not in self._programs:
+            graph = mark_perturbed(self.graph, perturbed)
+            if with_spec:
+                graph = fuse_spec(graph)
+            rules = attach_rules(graph)
+            self._programs[key] = emit(graph, rules, schedule(graph, rules, method), bound_lower=bound_lower,
+                                       bound_upper=bound_upper, lines=lines)
+        return self._programs[key]
+
+    def bounds(self, x: Inputs, perturbation: Union[Perturbation, Sequence[Optional[Perturbation]]],
+               method: str = "crown-ibp", C: Optional[Tensor] = None, *, bound_lower: bool = True,
+               bound_upper: bool = True, lines: str = "adaptive") -> Interval:
+        """``(lower, upper)`` bounds of ``C·model(x')`` for every ``x'`` in the perturbation set:
+        ``(batch, specs)`` with ``C`` of shape ``(batch, specs, outputs)``, else the output's shape.
+        A bound not asked for (``bound_lower``/``bound_upper``) is None and costs nothing."""
+        inputs = self._check_inputs(x)
+        perturbations = self._check_perturbations(perturbation, inputs)
+        self._check_spec(C, inputs[0].shape[0])
+        self._check_modes()
+        perturbed = [i for i, p in enumerate(perturbations) if p is not None]
+        program = self.program(method, perturbed=perturbed, with_spec=C is not None, bound_lower=bound_lower,
+                               bound_upper=bound_upper, lines=lines)
+        return program(self.core, inputs, perturbations, C)
+
+    def _check_inputs(self, x: Inputs) -> tuple:
+        inputs = _as_tuple(x)
+        if len(inputs) != len(self.input_shapes):
+            raise ValueError(f"the model takes {len(self.input_shapes)} input(s); got {len(inputs)}")
+        for i, (value, shape) in enumerate(zip(inputs, self.input_shapes)):
+            if not isinstance(value, Tensor):
+                raise ValueError(f"input {i} must be a tensor, got {type(value).__name__}")
+            if tuple(value.shape[1:]) != shape or value.dim() != len(shape) + 1:
+                raise ValueError(f"input {i} has shape {tuple(value.shape)}; the model was compiled for "
+                                 f"(batch, {', '.join(map(str, shape))})")
+            if value.shape[0] != inputs[0].shape[0]:
+                raise ValueError(f"input {i} has batch size {value.shape[0]}, input 0 has {inputs[0].shape[0]}")
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"input {i} contains NaN or infinite values")
+        return inputs
+
+    def _check_perturbations(self, perturbation: Any, inputs: tuple) -> tuple:
+        if isinstance(perturbation, Perturbation):
+            if len(inputs) > 1:
+                raise ValueError(f"the model takes {len(inputs)} inputs: give a tuple with one perturbation "
+                                 "(or None) per input")
+            perturbations: tuple = (perturbation,)
+        else:
+            perturbations = tuple(perturbation)
+            if len(perturbations) != len(inputs):
+                raise ValueError(f"{len(perturbations)} perturbations for {len(inputs)} inputs")
+        for i, p in enumerate(perturbations):
+            if p is not None and not isinstance(p, Perturbation):
+                raise ValueError(f"perturbation {i} must be a Perturbation (LinfBall, L2Ball, Box) or None")
+            if p is not None:
+                p.check(inputs[i])
+        return perturbations
+
+    def _check_spec(self, C: Optional[Tensor], batch: int) -> None:
+        if C is None:
+            return
+        outputs = math.prod(self.output_shape)
+        if not isinstance(C, Tensor) or C.dim() != 3 or C.shape[0] != batch or C.shape[2] != outputs:
+            shape = tuple(C.shape) if isinstance(C, Tensor) else type(C).__name__
+            raise ValueError(f"C must have shape (batch={batch}, specs, outputs={outputs}); got {shape}")
+        if not bool(torch.isfinite(C).all()):
+            raise ValueError("C contains NaN or infinite values")
+
+    def _check_modes(self) -> None:
+        training = [type(m).__name__ for m in self._mode_dependent if m.training]
+        if training:
+            raise ValueError(f"{', '.join(sorted(set(training)))} in training mode: bounds use running "
+                             "statistics and no dropout; call model.eval() first")

@@ -1,0 +1,250 @@
+"""Emit a bound program: a schedule becomes straight-line torch code, compiled once.
+
+The program is a plain Python function ``(model, inputs, perturbations, C) -> (lower, upper)`` with
+one or two lines per step and a comment naming each node's op and source line; ``str(program)`` is
+its code. It calls the rules' methods directly, so a call does no graph interpretation, and it reads
+the model's parameters by attribute at every call, so it always bounds the live model.
+"""
+from __future__ import annotations
+
+import itertools
+import linecache
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .ir import BoundGraph, Interval, Ref
+from .ops import RULES, Nonlinear, Rule
+from .passes.schedule import Schedule, Step
+
+_counter = itertools.count()
+
+
+def identity_start(like: Tensor, shape: tuple[int, ...], lower: bool, upper: bool) -> Tensor:
+    """The first ``A`` of a sweep that bounds every element of a node: ``[I; −I]`` rows (those asked
+    for) over the node's elements, shared by the batch: ``(batch, rows, *shape)``."""
+    n = math.prod(shape)
+    eye = torch.eye(n, dtype=like.dtype, device=like.device)
+    rows = torch.cat([eye, -eye]) if lower and upper else (eye if lower else -eye)
+    return rows.reshape(rows.shape[0], *shape).unsqueeze(0).expand(like.shape[0], *rows.shape[:1], *shape)
+
+
+def split_bounds(bound: Tensor, shape: tuple[int, ...], lower: bool, upper: bool) -> Interval:
+    """Undo ``identity_start``: lower bounds of the ``I`` rows, minus lower bounds of the ``−I`` rows."""
+    n, batch = math.prod(shape), bound.shape[0]
+    low = bound[:, :n].reshape(batch, *shape) if lower else None
+    high = -bound[:, bound.shape[1] - n:].reshape(batch, *shape) if upper else None
+    return Interval(low, high)
+
+
+def intersect(a: Interval, b: Interval) -> Interval:
+    return Interval(torch.maximum(a.lower, b.lower), torch.minimum(a.upper, b.upper))
+
+
+class BoundProgram:
+    """A compiled bound program; call it, or print it to read it."""
+
+    def __init__(self, name: str, code: str, fn: Callable) -> None:
+        self.name, self.code, self.fn = name, code, fn
+
+    def __call__(self, model, inputs: tuple, perturbations: tuple, C: Tensor | None = None):
+        return self.fn(model, inputs, perturbations, C)
+
+    def __str__(self) -> str:
+        return self.code
+
+    def __repr__(self) -> str:
+        return f"<BoundProgram {self.name}: {self.code.count(chr(10))} lines>"
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``repr(value)`` is Python source that evaluates back to ``value``, type and all."""
+    if type(value) is float:
+        return math.isfinite(value)  # repr(inf) is not Python
+    if type(value) in (int, bool, str, type(None)):
+        return True
+    if type(value) in (tuple, list):
+        return all(_plain(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    return False
+
+
+def _attribute_path(root: str, path: str) -> str:
+    expr = root
+    for part in path.split("."):
+        expr = f"{expr}.{part}" if part.isidentifier() else f"getattr({expr}, {part!r})"
+    return expr
+
+
+_HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "intersect": intersect,
+            "Interval": Interval}
+_RESERVED = {"model", "inputs", "perturbations", "C", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
+             "False"} | set(_HELPERS)
+
+
+def _derived(var: str) -> list[str]:
+    return [var, f"{var}_x", f"{var}_lines", f"{var}_crown", f"A_{var}"]
+
+
+def variable_names(graph: BoundGraph) -> dict[str, str]:
+    """A Python variable per node: its own name unless that (or a name derived from it) is taken."""
+    taken = set(_RESERVED) | {name.upper() for name in RULES}
+    names: dict[str, str] = {}
+    for node in graph:
+        var, k = node.name, 0
+        while any(d in taken for d in _derived(var)):
+            k += 1
+            var = f"{node.name}_{k}"
+        names[node.name] = var
+        taken.update(_derived(var))
+    return names
+
+
+class _Emitter:
+    def __init__(self, graph: BoundGraph, rules: dict[str, Rule], sched: Schedule,
+                 bound_lower: bool, bound_upper: bool, lines: str) -> None:
+        self.graph, self.rules, self.sched = graph, rules, sched
+        self.v = variable_names(graph)
+        self.taken = {d for var in self.v.values() for d in _derived(var)}
+        self.bound_lower, self.bound_upper, self.strategy = bound_lower, bound_upper, lines
+        self.body: list[str] = []
+        self.globals: dict[str, Any] = dict(_HELPERS, CONSTANTS={})
+        self.temp = itertools.count()
+        first = next(n for n in graph.inputs() if n.perturbed)
+        self.like = f"{self.v[first.name]}_x"
+
+    def line(self, text: str) -> None:
+        self.body.append("    " + text)
+
+    def rule(self, node_name: str) -> str:
+        op = self.graph[node_name].op
+        name = op.upper()
+        self.globals[name] = self.rules[node_name]
+        return name
+
+    def literal(self, value: Any) -> str:
+        if _plain(value):
+            return repr(value)
+        key = f"k{len(self.globals['CONSTANTS'])}"
+        self.globals["CONSTANTS"][key] = value
+        return f"CONSTANTS[{key!r}]"
+
+    def operand(self, operand: Any, backward: bool = False) -> str:
+        if isinstance(operand, Ref):
+            return "None" if backward and self.graph[operand.name].perturbed else self.v[operand.name]
+        return self.literal(operand)
+
+    def call_args(self, node_name: str, backward: bool = False) -> str:
+        node = self.graph[node_name]
+        args = [self.operand(o, backward) for o in node.operands]
+        args += [f"{k}={self.literal(v)}" for k, v in node.attrs.items()]
+        return ", ".join(args)
+
+    def comment(self, node_name: str) -> None:
+        node = self.graph[node_name]
+        operands = ", ".join(self.v[o.name] if isinstance(o, Ref) else repr(o) for o in node.operands)
+        self.line(f"# {node.op}({operands})" + (f"    [{node.source}]" if node.source else ""))
+
+    def value(self, step: Step) -> None:
+        node, var = self.graph[step.node], self.v[step.node]
+        if node.op == "input":
+            self.line(f"{var} = inputs[{node.attrs['index']}]")
+        elif node.op == "param":
+            self.line(f"{var} = {_attribute_path('model', node.attrs['path'])}")
+        elif node.op == "constant":
+            self.globals["CONSTANTS"][var] = node.attrs["value"]
+            self.line(f"{var} = CONSTANTS[{var!r}]")
+        elif node.op == "spec":
+            self.line(f"{var} = C")
+        else:
+            self.line(f"{var} = {self.rule(node.name)}.forward({self.call_args(node.name)})")
+
+    def interval(self, step: Step) -> None:
+        node, var = self.graph[step.node], self.v[step.node]
+        if node.op == "input":
+            i = node.attrs["index"]
+            self.line(f"{var}_x = inputs[{i}]")
+            self.line(f"{var} = perturbations[{i}].interval({var}_x)")
+            return
+        self.comment(node.name)
+        self.line(f"{var} = {self.rule(node.name)}.interval({self.call_args(node.name)})")
+
+    def lines(self, step: Step) -> None:
+        node, var = self.graph[step.node], self.v[step.node]
+        pre = self.v[node.operands[0].name]
+        self.line(f"{var}_lines = {self.rule(node.name)}.lines({pre}.lower, {pre}.upper, {self.strategy!r})")
+
+    def temporary(self, var: str) -> str:
+        while True:
+            name = f"A_{var}_{next(self.temp)}"
+            if name not in self.taken:
+                return name
+
+    def sweep(self, step: Step) -> None:
+        target, t = self.graph[step.node], self.v[step.node]
+        final = step.node == self.sched.output
+        lower, upper = (self.bound_lower, self.bound_upper) if final else (True, True)
+        shape = repr(tuple(target.shape[1:])) if target.shape is not None else "(C.shape[1],)"
+        self.line(f"# CROWN: backward sweep from {t}")
+        self.line(f"A_{t} = identity_start({self.like}, {shape}, lower={lower}, upper={upper})")
+        self.line("bias = 0")
+        reached, terms = {target.name}, []
+        for name in step.order:
+            node, var = self.graph[name], self.v[name]
+            if node.op == "input":
+                terms.append(f"perturbations[{node.attrs['index']}].concretize(A_{var}, {var}_x)")
+                continue
+            rule = self.rule(name)
+            if isinstance(self.rules[name], Nonlinear):
+                call = f"{rule}.backward(A_{var}, {var}_lines)"
+            else:
+                call = f"{rule}.backward(A_{var}, {self.call_args(name, backward=True)})"
+            targets, sums = [], []
+            for o in node.operands:
+                if isinstance(o, Ref) and self.graph[o.name].perturbed:
+                    into = self.v[o.name]
+                    if o.name in reached:
+                        tmp = self.temporary(into)
+                        targets.append(tmp)
+                        sums.append(f"A_{into} = A_{into} + {tmp}")
+                    else:
+                        targets.append(f"A_{into}")
+                        reached.add(o.name)
+                else:
+                    targets.append("_")
+            self.line(f"({', '.join(targets)},), b = {call}")
+            self.line("bias = bias + b")
+            for line in sums:
+                self.line(line)
+            self.line(f"del A_{var}")
+        self.line(f"bound = bias + {' + '.join(terms)}")
+        self.line(f"{t}_crown = split_bounds(bound, {shape}, lower={lower}, upper={upper})")
+        if not final:
+            self.line(f"{t} = intersect({t}, {t}_crown)")
+
+    def program(self, name: str) -> BoundProgram:
+        for step in self.sched.steps:
+            getattr(self, step.kind)(step)
+        out, var = self.graph[self.sched.output], self.v[self.sched.output]
+        if not out.perturbed:
+            self.line(f"return Interval({var}, {var})")
+        elif self.sched.method == "ibp":
+            low = f"{var}.lower" if self.bound_lower else "None"
+            high = f"{var}.upper" if self.bound_upper else "None"
+            self.line(f"return Interval({low}, {high})")
+        else:
+            self.line(f"return {var}_crown")
+        fname = name.replace("-", "_") + "_bounds"
+        code = f"def {fname}(model, inputs, perturbations, C):\n" + "\n".join(self.body) + "\n"
+        filename = f"<boundgraph {fname} #{next(_counter)}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        exec(compile(code, filename, "exec"), self.globals)  # noqa: S102  (our own generated code)
+        return BoundProgram(name, code, self.globals[fname])
+
+
+def emit(graph: BoundGraph, rules: dict[str, Rule], sched: Schedule, *, bound_lower: bool = True,
+         bound_upper: bool = True, lines: str = "adaptive") -> BoundProgram:
+    return _Emitter(graph, rules, sched, bound_lower, bound_upper, lines).program(sched.method)

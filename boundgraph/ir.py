@@ -1,0 +1,116 @@
+"""The intermediate representation: a topologically ordered graph of canonical ops.
+
+A node's operands are names of other nodes (``Ref``) or Python literals; its ``attrs`` hold every
+non-tensor argument. Node kinds by ``op``:
+- ``input``: the model's ``attrs["index"]``-th input; ``perturbed`` when its perturbation is set.
+- ``param``: a parameter or buffer of the model, read live at every call (``attrs["path"]``).
+- ``constant``: a frozen tensor or number computed once at compile time (``attrs["value"]``).
+- ``spec``: the specification matrix ``C`` handed to a bound program.
+- anything else: a canonical op with a rule in ``boundgraph.ops``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Iterator
+
+import torch
+from torch import Tensor
+
+SOURCE_KINDS = ("input", "param", "constant", "spec")
+
+
+class Ref(NamedTuple):
+    """A reference to another node, used as an operand."""
+
+    name: str
+
+
+class Interval(NamedTuple):
+    """Elementwise bounds ``lower <= z <= upper`` of a perturbed tensor."""
+
+    lower: Tensor
+    upper: Tensor
+
+    def centre_radius(self) -> tuple[Tensor, Tensor]:
+        return (self.upper + self.lower) / 2, (self.upper - self.lower) / 2
+
+
+@dataclass
+class Node:
+    name: str
+    op: str
+    operands: tuple[Any, ...] = ()
+    attrs: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    shape: tuple[int, ...] | None = None  # with the example batch size in front
+    perturbed: bool = False
+
+    def refs(self) -> list[str]:
+        return [o.name for o in self.operands if isinstance(o, Ref)]
+
+
+@dataclass
+class BoundGraph:
+    nodes: dict[str, Node] = field(default_factory=dict)  # in topological order
+    output: str = ""
+
+    def add(self, node: Node) -> Node:
+        if node.name in self.nodes:
+            raise ValueError(f"duplicate node name {node.name!r}")
+        self.nodes[node.name] = node
+        return node
+
+    def __getitem__(self, name: str) -> Node:
+        return self.nodes[name]
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(list(self.nodes.values()))
+
+    def fresh_name(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.nodes:
+            name, k = f"{base}_{k}", k + 1
+        return name
+
+    def users(self) -> dict[str, list[str]]:
+        users: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for node in self.nodes.values():
+            for r in node.refs():
+                users[r].append(node.name)
+        return users
+
+    def ancestors(self, name: str) -> set[str]:
+        """``name`` and every node it depends on."""
+        seen, stack = set(), [name]
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.nodes[n].refs())
+        return seen
+
+    def inputs(self) -> list[Node]:
+        return sorted((n for n in self if n.op == "input"), key=lambda n: n.attrs["index"])
+
+    def copy(self) -> "BoundGraph":
+        """A copy whose nodes may be edited; frozen tensors are shared, not cloned."""
+        g = BoundGraph(output=self.output)
+        for node in self.nodes.values():
+            g.nodes[node.name] = Node(node.name, node.op, tuple(node.operands),
+                                      copy.copy(node.attrs), node.source, node.shape, node.perturbed)
+        return g
+
+    def __str__(self) -> str:
+        lines = []
+        for n in self.nodes.values():
+            ops = ", ".join(o.name if isinstance(o, Ref) else repr(o) for o in n.operands)
+            attrs = {k: v for k, v in n.attrs.items() if not isinstance(v, Tensor)}
+            mark = "*" if n.perturbed else " "
+            lines.append(f"{mark} {n.name}: {n.op}({ops}) {attrs or ''} {list(n.shape or ())}")
+        lines.append(f"  return {self.output}")
+        return "\n".join(lines)
+
+
+def is_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor)

@@ -1,0 +1,5 @@
+"""Bound rules, one file per op family; importing this package registers them all."""
+from . import activation, arithmetic, constant, conv, linear, norm, pool, shape  # noqa: F401  (registration)
+from .base import LINE_STRATEGIES, RULES, SPELLINGS, Call, Lines, Nonlinear, Rule, method, rule
+
+__all__ = ["RULES", "SPELLINGS", "LINE_STRATEGIES", "Call", "Lines", "Nonlinear", "Rule", "method", "rule"]

@@ -1,0 +1,137 @@
+"""Elementwise arithmetic: sums of tensors (residual connections), scaling by constants.
+
+``sub`` and ``neg`` are canonicalised into ``add`` (with ``alpha = −1``) and ``mul`` (by −1), so
+every spelling of a sum has one rule and every spelling of a scaling has another.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..ir import Interval
+from .base import Rule, constant_times_A, method, rule, unbroadcast
+
+aten = torch.ops.aten
+_SUB = (operator.sub, operator.isub, torch.sub, method("sub"), method("sub_"), aten.sub.Tensor)
+_NEG = (operator.neg, torch.neg, method("neg"), aten.neg.default)
+
+
+def _bounds(value: Any) -> tuple[Any, Any]:
+    return (value.lower, value.upper) if isinstance(value, Interval) else (value, value)
+
+
+def _as_operand_of(constant: Any, A: Tensor) -> Any:
+    """Broadcast a constant that is shaped like the node's output (batch first) against ``A``."""
+    if isinstance(constant, Tensor) and constant.dim() == A.dim() - 1:
+        return constant.unsqueeze(1)
+    return constant
+
+
+@rule("add", spellings=(operator.add, operator.iadd, torch.add, method("add"), method("add_"),
+                        aten.add.Tensor) + _SUB)
+class Add(Rule):
+    """``z = a + α·b`` for tensors or constants (α = −1 for every spelling of ``a − b``).
+
+    IBP: ``[l_a + α l_b, u_a + α u_b]`` (bounds of b swapped when α < 0). CROWN: ``A`` reaches each
+    perturbed operand unchanged (times α for b, summed over broadcast dimensions); a constant
+    operand adds ``A·constant`` to the bias.
+    """
+
+    perturbable = (0, 1)
+
+    def canonicalize(self, call):
+        alpha = call.kwargs.get("alpha", 1)
+        if call.spelling in _SUB:
+            alpha = -alpha
+        return (call.arg(0, "input"), call.arg(1, "other")), dict(alpha=alpha)
+
+    def specialize(self, attrs, operand_shapes, out_shape):
+        return dict(alpha=attrs["alpha"], shapes=tuple(operand_shapes))
+
+    def forward(self, a, b, alpha=1, shapes=None) -> Tensor:
+        return a + alpha * b
+
+    def interval(self, a, b, alpha=1, shapes=None) -> Interval:
+        (la, ua), (lb, ub) = _bounds(a), _bounds(b)
+        if alpha < 0:
+            lb, ub = ub, lb
+        return Interval(la + alpha * lb, ua + alpha * ub)
+
+    def backward(self, A, a, b, alpha, shapes):
+        bias = 0
+        A_a = A_b = None
+        if a is None:
+            A_a = unbroadcast(A, shapes[0])
+        else:
+            bias = bias + constant_times_A(A, a)
+        if b is None:
+            A_b = unbroadcast(A * alpha, shapes[1])
+        else:
+            bias = bias + alpha * constant_times_A(A, b)
+        return (A_a, A_b), bias
+
+
+@rule("mul", spellings=(operator.mul, operator.imul, torch.mul, method("mul"), method("mul_"),
+                        aten.mul.Tensor) + _NEG)
+class Mul(Rule):
+    """``z = x · c`` with ``c`` constant (either operand may be the perturbed one; ``−x`` is ``x·(−1)``).
+
+    IBP: ``[min(l c, u c), max(l c, u c)]``. CROWN: ``A ← A·c`` (summed over broadcast dimensions).
+    The product of two perturbed tensors is not linear and has no rule here.
+    """
+
+    perturbable = (0, 1)
+
+    def canonicalize(self, call):
+        if call.spelling in _NEG:
+            return (call.arg(0, "input"), -1.0), {}
+        return (call.arg(0, "input"), call.arg(1, "other")), {}
+
+    def check(self, perturbed):
+        if all(perturbed):
+            return "the product of two perturbed tensors is not supported (only scaling by a constant)"
+        return None
+
+    def specialize(self, attrs, operand_shapes, out_shape):
+        return dict(shapes=tuple(operand_shapes))
+
+    def factor(self, constant: Any) -> Any:
+        return constant
+
+    def forward(self, a, b, shapes=None) -> Tensor:
+        return a * b
+
+    def interval(self, a, b, shapes=None) -> Interval:
+        x, c = (a, self.factor(b)) if isinstance(a, Interval) else (b, self.factor(a))
+        low, high = x.lower * c, x.upper * c
+        return Interval(torch.minimum(low, high), torch.maximum(low, high))
+
+    def backward(self, A, a, b, shapes):
+        if a is None:
+            return (unbroadcast(A * _as_operand_of(self.factor(b), A), shapes[0]), None), 0
+        return (None, unbroadcast(A * _as_operand_of(self.factor(a), A), shapes[1])), 0
+
+
+@rule("div", spellings=(operator.truediv, operator.itruediv, torch.div, torch.true_divide, method("div"),
+                        method("div_"), aten.div.Tensor))
+class Div(Mul):
+    """``z = x / c`` with ``c`` constant: the scaling rule with factor ``1/c``."""
+
+    perturbable = (0,)
+
+    def canonicalize(self, call):
+        if call.kwargs.get("rounding_mode") is not None:
+            raise call.fail("division with a rounding mode is not linear")
+        return (call.arg(0, "input"), call.arg(1, "other")), {}
+
+    def check(self, perturbed):
+        return "division by a perturbed tensor is not supported" if perturbed[1] else None
+
+    def forward(self, a, b, shapes=None) -> Tensor:
+        return a / b
+
+    def factor(self, constant: Any) -> Any:
+        return 1.0 / constant

@@ -1,0 +1,167 @@
+"""What a rule is, the registry of rules by canonical name, and shared tensor helpers.
+
+A rule is a stateless object; a node of the IR names its rule by ``op``. Operands reach a rule as
+``Interval`` (perturbed, in ``interval``), ``None`` (perturbed, in ``backward``), or a tensor or
+number (constant). ``A`` coefficients are ``(batch, specs, *node_shape)``; biases ``(batch, specs)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UnsupportedOpError
+from ..ir import Interval, Ref
+
+RULES: dict[str, "Rule"] = {}
+SPELLINGS: dict[Any, str] = {}
+LINE_STRATEGIES = ("adaptive", "zero", "one")
+_REQUIRED = object()
+
+
+def method(name: str) -> tuple[str, str]:
+    """The spelling of a tensor method, e.g. ``x.relu()`` is ``method("relu")``."""
+    return ("method", name)
+
+
+def rule(name: str, spellings: tuple = ()):
+    """Register a rule class under its canonical ``name`` and every user-level spelling of it:
+    ``nn.Module`` classes, functions (``torch``/``F``/``operator``/``aten`` overloads), ``method(...)``."""
+
+    def register(cls: type) -> type:
+        instance = cls()
+        instance.name = name
+        RULES[name] = instance
+        for spelling in spellings:
+            SPELLINGS[spelling] = name
+        return cls
+
+    return register
+
+
+@dataclass
+class Call:
+    """One traced call, as a rule's ``canonicalize`` sees it."""
+
+    node: str
+    spelling: Any
+    args: tuple
+    kwargs: dict
+    module: Optional[nn.Module]
+    source: str
+    out_shape: Optional[tuple[int, ...]]
+    operand_shape: Callable[[Any], Optional[tuple[int, ...]]]
+    module_param: Callable[[str], Optional[Ref]]
+
+    def arg(self, index: int, name: str, default: Any = _REQUIRED) -> Any:
+        if index < len(self.args):
+            return self.args[index]
+        if name in self.kwargs:
+            return self.kwargs[name]
+        if default is _REQUIRED:
+            raise self.fail(f"missing argument {name!r}")
+        return default
+
+    def param(self, attr: str) -> Optional[Ref]:
+        """The module's parameter or buffer ``attr`` as an operand (read live at every call)."""
+        return self.module_param(attr)
+
+    def fail(self, reason: str) -> UnsupportedOpError:
+        return UnsupportedOpError(self.node, _spelling_name(self.spelling), self.source, reason)
+
+
+def _spelling_name(spelling: Any) -> str:
+    if isinstance(spelling, tuple):
+        return f"Tensor.{spelling[1]}"
+    if isinstance(spelling, type):
+        return f"{spelling.__module__}.{spelling.__qualname__}"
+    return str(getattr(spelling, "__name__", spelling))
+
+
+class Rule:
+    """Base of all rules. ``perturbable`` lists the operand positions that may be perturbed."""
+
+    name = ""
+    perturbable: tuple[int, ...] = (0,)
+
+    def canonicalize(self, call: Call) -> tuple[tuple, dict]:
+        """Operands and attributes of the canonical node for one traced spelling."""
+        return (call.arg(0, "input"),), {}
+
+    def specialize(self, attrs: dict, operand_shapes: list, out_shape: tuple[int, ...]) -> dict:
+        """Add what depends on shapes (known once the example input has been propagated)."""
+        return attrs
+
+    def check(self, perturbed: tuple[bool, ...]) -> Optional[str]:
+        """Why this rule cannot bound a node with these perturbed operands, or None."""
+        bad = [i for i, p in enumerate(perturbed) if p and i not in self.perturbable]
+        if bad:
+            return f"operand(s) {bad} depend on the perturbed input; only {list(self.perturbable)} may"
+        return None
+
+    def forward(self, *operands: Any, **attrs: Any) -> Tensor:
+        raise NotImplementedError
+
+    def interval(self, *operands: Any, **attrs: Any) -> Interval:
+        raise NotImplementedError
+
+    def backward(self, A: Tensor, *operands: Any, **attrs: Any) -> tuple[tuple, Any]:
+        """Pass ``A`` back through a node linear in its perturbed operands: one ``A`` per
+        operand (None for constants) and the bias ``A·(constant part)``, ``(batch, specs)`` or 0."""
+        raise NotImplementedError
+
+
+class Lines(NamedTuple):
+    """Elementwise linear bounds ``lower_slope·z + lower_bias ≤ σ(z) ≤ upper_slope·z + upper_bias``."""
+
+    lower_slope: Tensor
+    lower_bias: Tensor
+    upper_slope: Tensor
+    upper_bias: Tensor
+
+
+class Nonlinear(Rule):
+    """An elementwise nonlinearity σ, monotone non-decreasing unless ``interval`` says otherwise.
+
+    CROWN (Zhang et al. 2018) passes a lower-bound coefficient through σ by its lines:
+    ``A ← A⁺·lower_slope + A⁻·upper_slope``, ``bias += A⁺·lower_bias + A⁻·upper_bias``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def interval(self, x: Interval) -> Interval:
+        return Interval(self.forward(x.lower), self.forward(x.upper))
+
+    def lines(self, lower: Tensor, upper: Tensor, strategy: str) -> Lines:
+        raise NotImplementedError
+
+    def backward(self, A: Tensor, lines: Lines) -> tuple[tuple, Any]:  # type: ignore[override]
+        lower_slope, lower_bias, upper_slope, upper_bias = (t.unsqueeze(1) for t in lines)
+        positive, negative = A.clamp(min=0), A.clamp(max=0)
+        new_A = positive * lower_slope + negative * upper_slope
+        return (new_A,), spec_sum(positive * lower_bias + negative * upper_bias)
+
+
+def spec_sum(t: Tensor) -> Tensor:
+    """Sum a ``(batch, specs, ...)`` tensor to ``(batch, specs)``."""
+    return t.reshape(t.shape[0], t.shape[1], -1).sum(-1)
+
+
+def unbroadcast(A: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum ``A`` (``(batch, specs, *out)``) down to an operand broadcast from ``(batch, *shape[1:])``."""
+    target = tuple(shape[1:])
+    extra = A.dim() - 2 - len(target)
+    if extra > 0:
+        A = A.sum(dim=tuple(range(2, 2 + extra)))
+    dims = tuple(i + 2 for i, n in enumerate(target) if n == 1 and A.shape[i + 2] != 1)
+    return A.sum(dim=dims, keepdim=True) if dims else A
+
+
+def constant_times_A(A: Tensor, constant: Any) -> Tensor:
+    """``spec_sum(A · constant)`` with ``constant`` broadcast like an operand of shape ``(batch, ...)``."""
+    if isinstance(constant, Tensor):
+        return spec_sum(A * constant.unsqueeze(1) if constant.dim() == A.dim() - 1 else A * constant)
+    return spec_sum(A) * constant

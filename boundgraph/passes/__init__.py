@@ -1,0 +1,12 @@
+"""Compiler passes over the IR; each is a function from graph to graph (or to an analysis)."""
+from .batchnorm import fold_batchnorm
+from .canonicalize import canonicalize
+from .dead_code import eliminate_dead_nodes
+from .perturbed import mark_perturbed
+from .rules import attach_rules
+from .schedule import METHODS, Schedule, Step, schedule
+from .shapes import evaluate, propagate_shapes
+from .spec import fuse_spec
+
+__all__ = ["canonicalize", "propagate_shapes", "evaluate", "eliminate_dead_nodes", "fold_batchnorm",
+           "mark_perturbed", "fuse_spec", "attach_rules", "schedule", "Schedule", "Step", "METHODS"]

@@ -1,0 +1,71 @@
+"""Pass: decide which node gets which bound, by which method, in which order.
+
+- ``ibp`` (Gowal et al. 2018): an interval for every perturbed node, the output's included.
+- ``crown-ibp`` (Zhang et al. 2020): intervals only for what the nonlinear nodes' inputs need, then
+  one backward CROWN sweep from the output.
+- ``crown`` (Zhang et al. 2018): as crown-ibp, and every nonlinear node's input is also bounded by a
+  CROWN sweep of its own (intersected with its interval) before anything after it is bounded.
+
+The schedule is a straight list of steps; the emitter turns each into a line or two of torch code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir import SOURCE_KINDS, BoundGraph, Ref
+from ..ops import Nonlinear, Rule
+
+METHODS = ("ibp", "crown-ibp", "crown")
+
+
+@dataclass
+class Step:
+    kind: str  # "value" | "interval" | "lines" | "sweep"
+    node: str
+    order: list[str] = field(default_factory=list)  # sweep: nodes in reverse topological order
+
+
+@dataclass
+class Schedule:
+    method: str
+    output: str
+    steps: list[Step]
+
+
+def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str) -> Schedule:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    topo = list(graph.nodes)
+    live = graph.ancestors(graph.output)
+    nonlinear = [n for n in topo if n in live and graph[n].perturbed and isinstance(rules.get(n), Nonlinear)]
+    pre_activations = {graph[n].operands[0].name for n in nonlinear}
+
+    if method == "ibp":
+        need_interval = {n for n in live if graph[n].perturbed}
+    else:
+        need_interval = set()
+        for p in pre_activations:
+            need_interval |= {a for a in graph.ancestors(p) if graph[a].perturbed}
+
+    def sweep(target: str) -> Step:
+        cone = graph.ancestors(target)
+        order = [n for n in reversed(topo) if n in cone and graph[n].perturbed]
+        return Step("sweep", target, order)
+
+    steps: list[Step] = []
+    for name in topo:
+        node = graph[name]
+        if name not in live:
+            continue
+        if not node.perturbed:
+            steps.append(Step("value", name))
+            continue
+        if name in need_interval or node.op == "input":
+            steps.append(Step("interval", name))
+        if method == "crown" and name in pre_activations and node.op != "input":
+            steps.append(sweep(name))
+        if method != "ibp" and name in nonlinear:
+            steps.append(Step("lines", name))
+    if method != "ibp" and graph[graph.output].perturbed:
+        steps.append(sweep(graph.output))
+    return Schedule(method, graph.output, steps)

@@ -1,0 +1,148 @@
+"""Perturbation sets of an input and how CROWN concretises a linear function over them.
+
+A linear bound ``A·x' + bias`` over the set is minimised in closed form by the dual norm
+(Zhang et al. 2018, CROWN): for the L∞ ball ``A·x − ε‖A‖₁``, for the L2 ball ``A·x − ε‖A‖₂``,
+for a box ``[l, u]`` with centre ``c`` and radius ``r``: ``A·c − |A|·r``.
+Shapes: ``x`` is ``(batch, *shape)``, ``A`` is ``(batch, specs, *shape)``; results ``(batch, specs)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from .ir import Interval
+
+Scalar = Union[float, Tensor]
+
+
+def _dot(A: Tensor, x: Tensor) -> Tensor:
+    """Per-example inner products of each spec row of ``A`` with ``x``: ``(batch, specs)``."""
+    return torch.matmul(A.reshape(A.shape[0], A.shape[1], -1), x.reshape(x.shape[0], -1, 1)).squeeze(-1)
+
+
+def _box_lower(A: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+    centre, radius = (upper + lower) / 2, (upper - lower) / 2
+    return _dot(A, centre) - _dot(A.abs(), radius)
+
+
+def _check_radius(eps: Scalar, name: str) -> Scalar:
+    if isinstance(eps, Tensor):
+        if eps.dim() > 1:
+            raise ValueError(f"{name}: eps must be a number or a per-example 1-D tensor, got shape {tuple(eps.shape)}")
+        if not bool(torch.isfinite(eps).all()) or bool((eps < 0).any()):
+            raise ValueError(f"{name}: eps must be finite and >= 0, got {eps}")
+        return eps
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"{name}: eps must be a finite number >= 0, got {eps!r}")
+    return float(eps)
+
+
+class Perturbation:
+    """A set of inputs around ``x``. Subclasses give its interval hull and the CROWN minimum."""
+
+    def interval(self, x: Tensor) -> Interval:
+        raise NotImplementedError
+
+    def concretize(self, A: Tensor, x: Tensor) -> Tensor:
+        """Lower bound of ``A·x'`` over every ``x'`` in the set: ``(batch, specs)``."""
+        raise NotImplementedError
+
+    def check(self, x: Tensor) -> None:
+        """Raise ``ValueError`` if this set cannot be placed around ``x``."""
+
+
+class _Ball(Perturbation):
+    norm = ""
+
+    def __init__(self, eps: Scalar, clip: tuple[Scalar, Scalar] | None = None) -> None:
+        self.eps = _check_radius(eps, type(self).__name__)
+        if clip is not None and len(clip) != 2:
+            raise ValueError(f"{type(self).__name__}: clip must be a (lower, upper) pair, got {clip!r}")
+        self.clip = clip
+
+    def __repr__(self) -> str:
+        clip = f", clip={self.clip}" if self.clip is not None else ""
+        return f"{type(self).__name__}({self.eps}{clip})"
+
+    def _radius(self, x: Tensor) -> Scalar:
+        if isinstance(self.eps, Tensor) and self.eps.dim() == 1:
+            return self.eps.to(x).view(-1, *([1] * (x.dim() - 1)))
+        return self.eps
+
+    def _spec_radius(self, x: Tensor) -> Scalar:
+        if isinstance(self.eps, Tensor) and self.eps.dim() == 1:
+            return self.eps.to(x).view(-1, 1)
+        return self.eps
+
+    def check(self, x: Tensor) -> None:
+        if isinstance(self.eps, Tensor) and self.eps.dim() == 1 and self.eps.shape[0] != x.shape[0]:
+            raise ValueError(f"{self!r}: {self.eps.shape[0]} per-example radii for a batch of {x.shape[0]}")
+        if self.clip is not None:
+            hull = self.interval(x)
+            if bool((hull.lower > hull.upper).any()):
+                raise ValueError(f"{self!r}: the input lies outside the clip domain {self.clip}, so the set is empty")
+
+    def interval(self, x: Tensor) -> Interval:
+        eps = self._radius(x)
+        lower, upper = x - eps, x + eps
+        if self.clip is not None:
+            low, high = (torch.as_tensor(c, dtype=x.dtype, device=x.device) for c in self.clip)
+            lower, upper = torch.maximum(lower, low), torch.minimum(upper, high)
+        return Interval(lower, upper)
+
+
+class LinfBall(_Ball):
+    """``{x' : ‖x' − x‖∞ ≤ ε}``, optionally intersected with the box ``clip`` (e.g. ``(0, 1)``)."""
+
+    norm = "inf"
+
+    def concretize(self, A: Tensor, x: Tensor) -> Tensor:
+        if self.clip is not None:  # the clipped L∞ ball is exactly a box
+            return _box_lower(A, *self.interval(x))
+        dual = A.reshape(A.shape[0], A.shape[1], -1).abs().sum(-1)
+        return _dot(A, x) - self._spec_radius(x) * dual
+
+
+class L2Ball(_Ball):
+    """``{x' : ‖x' − x‖₂ ≤ ε}``; with ``clip``, bounds hold over the ball ∩ box (the tighter of both)."""
+
+    norm = "2"
+
+    def concretize(self, A: Tensor, x: Tensor) -> Tensor:
+        dual = A.reshape(A.shape[0], A.shape[1], -1).norm(p=2, dim=-1)
+        ball = _dot(A, x) - self._spec_radius(x) * dual
+        if self.clip is None:
+            return ball
+        return torch.maximum(ball, _box_lower(A, *self.interval(x)))
+
+
+class Box(Perturbation):
+    """``{x' : lower ≤ x' ≤ upper}``, elementwise; ``lower``/``upper`` broadcast to the input."""
+
+    def __init__(self, lower: Tensor, upper: Tensor) -> None:
+        lower, upper = torch.as_tensor(lower), torch.as_tensor(upper)
+        if not bool(torch.isfinite(lower).all() & torch.isfinite(upper).all()):
+            raise ValueError("Box: lower and upper must be finite")
+        if bool((lower > upper).any()):
+            raise ValueError("Box: lower > upper somewhere, so the set is empty")
+        self.lower, self.upper = lower, upper
+
+    def __repr__(self) -> str:
+        return f"Box(lower={tuple(self.lower.shape)}, upper={tuple(self.upper.shape)})"
+
+    def check(self, x: Tensor) -> None:
+        try:
+            torch.broadcast_shapes(self.lower.shape, x.shape)
+            torch.broadcast_shapes(self.upper.shape, x.shape)
+        except RuntimeError:
+            raise ValueError(f"Box bounds of shape {tuple(self.lower.shape)} do not fit an input of shape "
+                             f"{tuple(x.shape)}") from None
+
+    def interval(self, x: Tensor) -> Interval:
+        return Interval(self.lower.to(x).expand_as(x), self.upper.to(x).expand_as(x))
+
+    def concretize(self, A: Tensor, x: Tensor) -> Tensor:
+        return _box_lower(A, *self.interval(x))

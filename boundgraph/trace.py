@@ -1,0 +1,113 @@
+"""Trace a model into a torch.fx graph, with the example value of every node.
+
+``torch.fx.symbolic_trace`` first; models it cannot trace (Python control flow on tensors, say) are
+retried with ``torch.export``, which specialises such control flow to the example input.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from .errors import UnsupportedOpError
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)')
+
+
+@dataclass
+class Traced:
+    gm: fx.GraphModule
+    values: dict[str, Any]  # example value of each fx node, by node name
+    inputs: list[str]  # placeholders of the user's inputs, in order
+    params: dict[str, str] = field(default_factory=dict)  # placeholder -> model attribute path (export)
+    constants: dict[str, Any] = field(default_factory=dict)  # placeholder -> frozen value (export)
+    how: str = "fx"
+
+
+def user_source(stack_trace: str | None) -> str:
+    """``file:line: code`` of the innermost frame of a stack trace that is not inside torch."""
+    frames = [f for f in _FRAME.findall(stack_trace or "") if not f[0].startswith(_TORCH_DIR)]
+    if not frames:
+        return ""
+    path, line, code = frames[-1]
+    return f"{os.path.basename(path)}:{line}: {code.strip()}"
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.values: dict[str, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        value = super().run_node(n)
+        self.values[n.name] = value
+        return value
+
+
+def _record(gm: fx.GraphModule, args: tuple) -> dict[str, Any]:
+    recorder = _Recorder(gm)
+    with torch.no_grad():
+        recorder.run(*args)
+    return recorder.values
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+
+
+def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    gm = fx.GraphModule(model, graph)
+    placeholders = [n.name for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(inputs):
+        raise ValueError(f"the model's forward takes {len(placeholders)} inputs; the example gives {len(inputs)}")
+    return Traced(gm, _record(gm, inputs), placeholders)
+
+
+def _trace_export(model: nn.Module, inputs: tuple) -> Traced:
+    from torch.export.graph_signature import InputKind
+
+    exported = torch.export.export(model, inputs)
+    gm = exported.graph_module
+    traced = Traced(gm, {}, [], how="export")
+    args, user = [], iter(inputs)
+    for spec in exported.graph_signature.input_specs:
+        name = spec.arg.name
+        if spec.kind == InputKind.USER_INPUT:
+            traced.inputs.append(name)
+            args.append(next(user))
+        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+            traced.params[name] = spec.target
+            args.append(exported.state_dict[spec.target] if spec.target in exported.state_dict
+                        else exported.constants[spec.target])
+        else:
+            value = exported.constants[spec.target]
+            traced.constants[name] = value
+            args.append(value)
+    traced.values = _record(gm, tuple(args))
+    return traced
+
+
+def trace(model: nn.Module, inputs: tuple) -> Traced:
+    """Trace ``model`` called on ``inputs``; raise a clear error when neither tracer can."""
+    try:
+        return _trace_fx(model, inputs)
+    except (UnsupportedOpError, ValueError):
+        raise
+    except Exception as fx_error:  # noqa: BLE001  (any fx failure: retry with torch.export)
+        try:
+            return _trace_export(model, inputs)
+        except Exception as export_error:  # noqa: BLE001
+            raise UnsupportedOpError(
+                type(model).__name__, "trace", "",
+                f"torch.fx could not trace the model ({fx_error}) and neither could torch.export "
+                f"({type(export_error).__name__}: {str(export_error).splitlines()[0] if str(export_error) else ''})"
+            ) from export_error
