@@ -68,8 +68,12 @@ def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     gm = fx.GraphModule(model, graph)
     placeholders = [n.name for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) != len(inputs):
-        raise ValueError(f"the model's forward takes {len(placeholders)} inputs; the example gives {len(inputs)}")
+        raise _Arity(f"the model's forward takes {len(placeholders)} inputs; the example gives {len(inputs)}")
     return Traced(gm, _record(gm, inputs), placeholders)
+
+
+class _Arity(ValueError):
+    """The example input does not match the model's forward: an error of the caller, not of fx."""
 
 
 def _trace_export(model: nn.Module, inputs: tuple) -> Traced:
@@ -100,7 +104,7 @@ def trace(model: nn.Module, inputs: tuple) -> Traced:
     """Trace ``model`` called on ``inputs``; raise a clear error when neither tracer can."""
     try:
         return _trace_fx(model, inputs)
-    except (UnsupportedOpError, ValueError):
+    except _Arity:
         raise
     except Exception as fx_error:  # noqa: BLE001  (any fx failure: retry with torch.export)
         try:

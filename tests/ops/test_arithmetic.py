@@ -1,0 +1,69 @@
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, strategies as st
+
+from boundgraph import BoundedModule, LinfBall, UnsupportedOpError
+from boundgraph.ops import RULES
+from tests.helpers import DTYPE, Chain, Residual, assert_adjoint, assert_sound_all_methods, perturbations
+
+EXPRESSIONS = {
+    "add tensor": lambda a, b, c: a + b,
+    "sub tensor": lambda a, b, c: a - b,
+    "add constant": lambda a, b, c: a + c,
+    "constant minus": lambda a, b, c: 1.5 - a,
+    "torch.add alpha": lambda a, b, c: torch.add(a, b, alpha=-2.0),
+    "mul constant": lambda a, b, c: a * c,
+    "constant mul": lambda a, b, c: -3.0 * a,
+    "div constant": lambda a, b, c: a / c,
+    "neg": lambda a, b, c: -a,
+    "method add": lambda a, b, c: a.add(b).sub(c).mul(2.0).div(-4.0),
+    "broadcast constant": lambda a, b, c: a * c[:, :1] + c[:1, :],
+}
+
+
+class TwoBranches(nn.Module):
+    def __init__(self, expression):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(3, 4)
+        self.register_buffer("c", torch.rand(4, 4) + 0.5)
+        self.expression = expression
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        a, b = torch.relu(self.a(x)), self.b(x)
+        return self.head(self.expression(a, b, self.c[0] if self.expression is not EXPRESSIONS[
+            "broadcast constant"] else self.c[:1]))
+
+
+@pytest.mark.parametrize("name", sorted(EXPRESSIONS))
+@given(st.integers(0, 2**16), st.data())
+def test_arithmetic_expressions_are_sound_for_every_method(name, seed, data):
+    torch.manual_seed(seed)
+    model = TwoBranches(EXPRESSIONS[name]).to(DTYPE)
+    x0 = torch.randn(2, 3, dtype=DTYPE)
+    assert_sound_all_methods(model, x0, data.draw(perturbations(x0)), n=8)
+
+
+def test_residual_fan_out_sums_both_paths():
+    torch.manual_seed(0)
+    block = Residual(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)))
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), block, nn.ReLU(), nn.Linear(4, 2)).to(DTYPE)
+    x0 = torch.randn(3, 3, dtype=DTYPE)
+    assert_sound_all_methods(model, x0, LinfBall(0.3))
+
+
+def test_add_and_mul_backward_are_transposes():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 4, generator=g, dtype=DTYPE), torch.randn(1, 4, generator=g, dtype=DTYPE)
+    assert_adjoint(RULES["add"], x, (y,), dict(alpha=-2.0, shapes=((2, 3, 4), (1, 4))))
+    assert_adjoint(RULES["add"], x, (y,), dict(alpha=1, shapes=((1, 4), (2, 3, 4))), perturbed=(1,))
+    assert_adjoint(RULES["mul"], x, (y,), dict(shapes=((2, 3, 4), (1, 4))))
+    assert_adjoint(RULES["div"], x, (y + 3,), dict(shapes=((2, 3, 4), (1, 4))))
+
+
+def test_product_of_two_perturbed_tensors_is_refused_at_compile_time():
+    model = Chain([lambda t: t * t]).to(DTYPE)
+    bm = BoundedModule(model, torch.randn(1, 3, dtype=DTYPE))
+    with pytest.raises(UnsupportedOpError, match="mul.*product of two perturbed"):
+        bm.bounds(torch.randn(1, 3, dtype=DTYPE), LinfBall(0.1))

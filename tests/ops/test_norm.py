@@ -1,0 +1,57 @@
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, strategies as st
+
+from boundgraph import BoundedModule
+from boundgraph.ops import RULES
+from tests.helpers import DTYPE, Chain, _randomize_bn, assert_adjoint, assert_sound_all_methods, perturbations
+
+
+@given(st.integers(0, 2**16), st.booleans(), st.data())
+def test_batchnorm2d_after_relu_is_bounded_by_its_own_rule(seed, affine, data):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(2, affine=affine)
+    if affine:
+        _randomize_bn(bn, g)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), bn, nn.Flatten(), nn.Linear(2 * 3 * 3, 2)).to(DTYPE).eval()
+    x0 = torch.randn(2, 1, 5, 5, dtype=DTYPE)
+    assert "batch_norm" in [n.op for n in BoundedModule(model, x0).graph]  # not foldable: relu in between
+    assert_sound_all_methods(model, x0, data.draw(perturbations(x0)))
+
+
+@given(st.integers(0, 2**16), st.data())
+def test_batchnorm1d_folded_into_linear_is_sound(seed, data):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(3, 4), _randomize_bn(nn.BatchNorm1d(4), g), nn.ReLU(), nn.Linear(4, 2))
+    model = model.to(DTYPE).eval()
+    x0 = torch.randn(3, 3, dtype=DTYPE)
+    assert "batch_norm" not in [n.op for n in BoundedModule(model, x0).graph]
+    assert_sound_all_methods(model, x0, data.draw(perturbations(x0)))
+
+
+def test_functional_batch_norm_with_running_stats_is_sound():
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+            self.register_buffer("mean", torch.randn(4))
+            self.register_buffer("var", torch.rand(4) + 0.5)
+
+        def forward(self, x):
+            return F.batch_norm(torch.relu(self.fc(x)), self.mean, self.var, training=False, eps=1e-3)
+
+    from boundgraph import LinfBall
+    assert_sound_all_methods(Net().to(DTYPE), torch.randn(2, 3, dtype=DTYPE), LinfBall(0.2))
+
+
+def test_batchnorm_backward_is_the_transpose():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, generator=g, dtype=DTYPE)
+    stats = [torch.randn(3, generator=g, dtype=DTYPE), torch.rand(3, generator=g, dtype=DTYPE) + 0.1,
+             torch.randn(3, generator=g, dtype=DTYPE), torch.randn(3, generator=g, dtype=DTYPE)]
+    assert_adjoint(RULES["batch_norm"], x, tuple(stats), dict(eps=1e-5, ndim=4))

@@ -1,0 +1,67 @@
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from boundgraph.passes import canonicalize, eliminate_dead_nodes
+from boundgraph.trace import trace
+from tests.helpers import Chain
+
+
+def canonical_ops(model, x):
+    return [n.op for n in eliminate_dead_nodes(canonicalize(trace(model, (x,)), model))]
+
+
+def test_every_relu_spelling_becomes_one_canonical_relu():
+    model = Chain([nn.ReLU(), F.relu, torch.relu, lambda t: t.relu(), lambda t: F.relu(t, inplace=True)])
+    assert canonical_ops(model, torch.randn(2, 3)) == ["input"] + ["relu"] * 5
+
+
+def test_subtraction_and_negation_become_add_and_mul():
+    graph = canonicalize(trace(Chain([lambda t: t - 1.0, lambda t: -t]), (torch.randn(2, 3),)), None)
+    sub, neg = [n for n in graph if n.op != "input"]
+    assert (sub.op, sub.attrs["alpha"]) == ("add", -1)
+    assert (neg.op, neg.operands[1]) == ("mul", -1.0)
+
+
+def test_linear_module_becomes_linear_with_live_parameter_operands():
+    model = nn.Sequential(nn.Linear(3, 2))
+    graph = canonicalize(trace(model, (torch.randn(1, 3),)), model)
+    params = [n for n in graph if n.op == "param"]
+    assert sorted(p.attrs["path"] for p in params) == ["0.bias", "0.weight"]
+    assert [n.op for n in graph if n.op not in ("param", "input")] == ["linear"]
+
+
+def test_constant_subgraphs_are_frozen_and_shape_queries_dropped():
+    class Net(nn.Module):
+        def forward(self, x):
+            scale = torch.ones(3) * 2  # depends on nothing: frozen once
+            return (x * scale).view(x.size(0), -1)
+
+    graph = eliminate_dead_nodes(canonicalize(trace(Net(), (torch.randn(2, 3),)), Net()))
+    ops = [n.op for n in graph]
+    assert ops == ["input", "constant", "mul", "reshape"]
+    assert torch.equal(graph[[n.name for n in graph if n.op == "constant"][0]].attrs["value"], torch.full((3,), 2.0))
+
+
+def test_parameter_only_computations_become_constant_calls():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(3, 2))
+
+        def forward(self, x):
+            return F.linear(x, self.w.t())
+
+    graph = canonicalize(trace(Net(), (torch.randn(2, 3),)), Net())
+    call = next(n for n in graph if n.op == "call")
+    assert call.attrs["fn"] == "t"
+
+
+def test_source_lines_point_at_the_users_code():
+    class Net(nn.Module):
+        def forward(self, x):
+            return torch.relu(x)  # the line
+
+    graph = canonicalize(trace(Net(), (torch.randn(2, 3),)), Net())
+    relu = next(n for n in graph if n.op == "relu")
+    assert relu.source.startswith("test_canonicalize.py:") and "torch.relu(x)  # the line" in relu.source

@@ -1,0 +1,125 @@
+"""Bad input gets a clear error naming what is wrong, never a wrong bound."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from boundgraph import Box, BoundedModule, L2Ball, LinfBall, UnsupportedOpError
+
+
+class WithGelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return F.gelu(h)
+
+
+def test_an_unsupported_op_names_the_node_the_op_the_source_line_and_how_to_register():
+    with pytest.raises(UnsupportedOpError) as error:
+        BoundedModule(WithGelu(), torch.randn(1, 3))
+    message = str(error.value)
+    assert "'gelu'" in message and "gelu" in error.value.op
+    assert "test_errors.py:" in message and "return F.gelu(h)" in message
+    assert "@rule(" in message
+
+
+def test_an_unsupported_module_and_an_unsupported_function_are_refused():
+    with pytest.raises(UnsupportedOpError, match="torch.nn.modules.activation.Tanh"):
+        BoundedModule(nn.Sequential(nn.Linear(2, 2), nn.Tanh()), torch.randn(1, 2))
+
+    class Cat(nn.Module):
+        def forward(self, x):
+            return torch.cat([x, x], dim=1)
+
+    with pytest.raises(UnsupportedOpError, match="cat"):
+        BoundedModule(Cat(), torch.randn(1, 2))
+
+
+@pytest.fixture
+def bm():
+    return BoundedModule(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), torch.randn(1, 3))
+
+
+def test_wrong_input_shape_or_count(bm):
+    with pytest.raises(ValueError, match=r"shape \(2, 4\).*\(batch, 3\)"):
+        bm.bounds(torch.randn(2, 4), LinfBall(0.1))
+    with pytest.raises(ValueError, match="takes 1 input"):
+        bm.bounds((torch.randn(2, 3), torch.randn(2, 3)), LinfBall(0.1))
+
+
+@pytest.mark.parametrize("make", [lambda: LinfBall(-0.1), lambda: L2Ball(float("nan")), lambda: LinfBall(float("inf")),
+                                  lambda: LinfBall(torch.tensor([0.1, -0.2])), lambda: Box(torch.ones(3), torch.zeros(3))])
+def test_invalid_perturbations_are_refused(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_nan_or_infinite_input(bm):
+    for bad in (float("nan"), float("inf")):
+        x = torch.randn(2, 3)
+        x[1, 2] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            bm.bounds(x, LinfBall(0.1))
+
+
+def test_per_example_radii_of_the_wrong_length(bm):
+    with pytest.raises(ValueError, match="3 per-example radii for a batch of 2"):
+        bm.bounds(torch.randn(2, 3), LinfBall(torch.full((3,), 0.1)))
+
+
+def test_input_outside_the_clip_domain(bm):
+    with pytest.raises(ValueError, match="outside the clip domain"):
+        bm.bounds(torch.full((1, 3), 2.0), LinfBall(0.1, clip=(0, 1)))
+
+
+@pytest.mark.parametrize("C", [torch.randn(3, 2, 2), torch.randn(2, 2, 5), torch.randn(2, 2),
+                               torch.full((2, 1, 2), float("nan"))])
+def test_mismatched_specification(bm, C):
+    with pytest.raises(ValueError, match="C"):
+        bm.bounds(torch.randn(2, 3), LinfBall(0.1), C=C)
+
+
+def test_unknown_method_or_line_strategy(bm):
+    with pytest.raises(ValueError, match="unknown method"):
+        bm.bounds(torch.randn(1, 3), LinfBall(0.1), method="crown-ipb")
+    with pytest.raises(ValueError, match="unknown line strategy"):
+        bm.bounds(torch.randn(1, 3), LinfBall(0.1), lines="optimal")
+
+
+def test_batchnorm_or_dropout_in_training_mode():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.2), nn.Linear(4, 2))
+    bm = BoundedModule(model, torch.randn(2, 3))
+    with pytest.raises(ValueError, match="BatchNorm1d, Dropout in training mode"):
+        bm.bounds(torch.randn(2, 3), LinfBall(0.1))
+    model.eval()
+    bm.bounds(torch.randn(2, 3), LinfBall(0.1))
+
+
+def test_functional_dropout_in_training_mode_is_refused_at_construction():
+    class Net(nn.Module):
+        def forward(self, x):
+            return F.dropout(x, 0.5, training=True)
+
+    with pytest.raises(UnsupportedOpError, match="dropout in training mode"):
+        BoundedModule(Net(), torch.randn(1, 3))
+
+
+def test_models_returning_several_tensors_are_refused():
+    class Net(nn.Module):
+        def forward(self, x):
+            return x, x
+
+    with pytest.raises(UnsupportedOpError, match="single tensor"):
+        BoundedModule(Net(), torch.randn(1, 3))
+
+
+def test_a_reshape_that_mixes_the_batch_dimension_is_refused():
+    class Net(nn.Module):
+        def forward(self, x):
+            return x.reshape(-1)
+
+    with pytest.raises(UnsupportedOpError, match="batch dimension"):
+        BoundedModule(Net(), torch.randn(2, 3))

@@ -1,0 +1,61 @@
+import itertools
+
+import torch
+from hypothesis import given, strategies as st
+
+from boundgraph import Box, L2Ball, LinfBall
+from tests.helpers import DTYPE
+
+
+def corners(lower, upper):
+    d = lower.numel()
+    for signs in itertools.product([0, 1], repeat=d):
+        mask = torch.tensor(signs, dtype=DTYPE)
+        yield lower + mask * (upper - lower)
+
+
+@given(st.integers(1, 4), st.integers(0, 2**16), st.floats(0, 1), st.booleans())
+def test_linf_concretisation_is_the_exact_minimum_over_the_corners(d, seed, eps, clip):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, d, generator=g, dtype=DTYPE)
+    A = torch.randn(1, 3, d, generator=g, dtype=DTYPE)
+    ptb = LinfBall(eps, clip=(0.0, 1.0) if clip else None)
+    lower, upper = ptb.interval(x)
+    exact = torch.stack([A[0] @ c for c in corners(lower[0], upper[0])]).min(0).values
+    torch.testing.assert_close(ptb.concretize(A, x)[0], exact)
+    box = Box(lower, upper)
+    torch.testing.assert_close(box.concretize(A, x)[0], exact)
+
+
+@given(st.integers(1, 5), st.integers(0, 2**16), st.floats(0, 2))
+def test_l2_concretisation_is_attained_at_the_dual_point(d, seed, eps):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, d, generator=g, dtype=DTYPE)
+    A = torch.randn(2, 3, d, generator=g, dtype=DTYPE)
+    bound = L2Ball(eps).concretize(A, x)
+    for s in range(3):
+        a = A[:, s]
+        best = x - eps * a / a.norm(dim=1, keepdim=True)
+        torch.testing.assert_close(bound[:, s], (a * best).sum(1))
+
+
+@given(st.integers(1, 4), st.integers(0, 2**16), st.floats(0, 2))
+def test_clipped_l2_is_at_least_as_tight_as_ball_or_box_and_still_sound(d, seed, eps):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, d, generator=g, dtype=DTYPE)
+    A = torch.randn(1, 2, d, generator=g, dtype=DTYPE)
+    clipped = L2Ball(eps, clip=(0.0, 1.0))
+    bound = clipped.concretize(A, x)
+    assert (bound >= L2Ball(eps).concretize(A, x) - 1e-12).all()
+    assert (bound >= Box(*clipped.interval(x)).concretize(A, x) - 1e-12).all()
+    for _ in range(200):
+        delta = torch.randn(1, d, generator=g, dtype=DTYPE)
+        point = (x + delta * eps * torch.rand(1, generator=g, dtype=DTYPE) / delta.norm()).clamp(0, 1)
+        assert ((A[0] @ point[0]) >= bound[0] - 1e-9).all()
+
+
+def test_interval_hull_of_each_set():
+    x = torch.tensor([[0.05, 0.5]], dtype=DTYPE)
+    torch.testing.assert_close(tuple(LinfBall(0.1, clip=(0, 1)).interval(x)),
+                               (torch.tensor([[0.0, 0.4]], dtype=DTYPE), torch.tensor([[0.15, 0.6]], dtype=DTYPE)))
+    torch.testing.assert_close(tuple(L2Ball(0.2).interval(x)), (x - 0.2, x + 0.2))

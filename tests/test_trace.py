@@ -1,0 +1,52 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from boundgraph import BoundedModule, LinfBall, UnsupportedOpError
+from boundgraph.trace import trace, user_source
+from tests.helpers import DTYPE, METHODS, assert_sound
+
+
+class ControlFlow(nn.Module):
+    """fx cannot trace Python control flow on a tensor's rank; torch.export specialises it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        if x.dim() == 4:
+            x = x.flatten(1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_models_fx_cannot_trace_are_retried_with_torch_export():
+    torch.manual_seed(0)
+    model = ControlFlow().to(DTYPE)
+    x = torch.randn(2, 1, 2, 2, dtype=DTYPE)
+    assert trace(model, (x,)).how == "export"
+    bm = BoundedModule(model, x)
+    assert [n.op for n in bm.graph if n.op not in ("param",)] == ["input", "reshape", "linear", "relu", "linear"]
+    for method in METHODS:
+        assert_sound(bm, x, LinfBall(0.2), method)
+    with torch.no_grad():
+        model.fc1.weight.mul_(2)  # live parameters through export too
+    assert_sound(bm, x, LinfBall(0.2), "crown")
+
+
+def test_a_model_neither_tracer_handles_gets_a_clear_error():
+    class DataDependent(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:
+                return x
+            return -x
+
+    with pytest.raises(UnsupportedOpError, match="torch.fx could not trace"):
+        BoundedModule(DataDependent(), torch.randn(1, 3))
+
+
+def test_user_source_skips_torch_frames():
+    stack = ('File "/home/me/model.py", line 12, in forward\n    y = self.fc(x)\n'
+             f'  File "{torch.__file__}", line 3, in create_node\n    inner()\n')
+    assert user_source(stack) == "model.py:12: y = self.fc(x)"
+    assert user_source(None) == ""
