@@ -3,8 +3,9 @@ from .bounded_module import BoundedModule
 from .emit import BoundProgram
 from .errors import UnsupportedOpError
 from .ir import Interval
+from .losses import margin_spec, robust_loss, worst_case_logits
 from .perturbation import Box, L2Ball, LinfBall, Perturbation
 
 __all__ = ["BoundedModule", "BoundProgram", "Interval", "UnsupportedOpError", "Perturbation", "LinfBall",
-           "L2Ball", "Box"]
+           "L2Ball", "Box", "margin_spec", "robust_loss", "worst_case_logits"]
 __version__ = "0.1.0"

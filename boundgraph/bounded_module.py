@@ -25,6 +25,12 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def _finite(t: Tensor) -> bool:
+    """No NaN or infinity in ``t``: a sum is finite exactly then, barring overflow, which the exact
+    check behind it rules out; one reduction instead of an elementwise pass on the common path."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def _as_tuple(x: Inputs) -> tuple:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
@@ -127,7 +133,7 @@ class BoundedModule(nn.Module):
                                  f"(batch, {', '.join(map(str, shape))})")
             if value.shape[0] != inputs[0].shape[0]:
                 raise ValueError(f"input {i} has batch size {value.shape[0]}, input 0 has {inputs[0].shape[0]}")
-            if not bool(torch.isfinite(value).all()):
+            if not _finite(value):
                 raise ValueError(f"input {i} contains NaN or infinite values")
         return inputs
 
@@ -155,7 +161,7 @@ class BoundedModule(nn.Module):
         if not isinstance(C, Tensor) or C.dim() != 3 or C.shape[0] != batch or C.shape[2] != outputs:
             shape = tuple(C.shape) if isinstance(C, Tensor) else type(C).__name__
             raise ValueError(f"C must have shape (batch={batch}, specs, outputs={outputs}); got {shape}")
-        if not bool(torch.isfinite(C).all()):
+        if not _finite(C):
             raise ValueError("C contains NaN or infinite values")
 
     def _check_modes(self) -> None:

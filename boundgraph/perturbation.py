@@ -14,18 +14,14 @@ import torch
 from torch import Tensor
 
 from .ir import Interval
+from .ops.base import spec_dot
 
 Scalar = Union[float, Tensor]
 
 
-def _dot(A: Tensor, x: Tensor) -> Tensor:
-    """Per-example inner products of each spec row of ``A`` with ``x``: ``(batch, specs)``."""
-    return torch.matmul(A.reshape(A.shape[0], A.shape[1], -1), x.reshape(x.shape[0], -1, 1)).squeeze(-1)
-
-
 def _box_lower(A: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
     centre, radius = (upper + lower) / 2, (upper - lower) / 2
-    return _dot(A, centre) - _dot(A.abs(), radius)
+    return spec_dot(A, centre) - spec_dot(A.abs(), radius)
 
 
 def _check_radius(eps: Scalar, name: str) -> Scalar:
@@ -103,7 +99,7 @@ class LinfBall(_Ball):
         if self.clip is not None:  # the clipped L∞ ball is exactly a box
             return _box_lower(A, *self.interval(x))
         dual = A.reshape(A.shape[0], A.shape[1], -1).abs().sum(-1)
-        return _dot(A, x) - self._spec_radius(x) * dual
+        return spec_dot(A, x) - self._spec_radius(x) * dual
 
 
 class L2Ball(_Ball):
@@ -113,7 +109,7 @@ class L2Ball(_Ball):
 
     def concretize(self, A: Tensor, x: Tensor) -> Tensor:
         dual = A.reshape(A.shape[0], A.shape[1], -1).norm(p=2, dim=-1)
-        ball = _dot(A, x) - self._spec_radius(x) * dual
+        ball = spec_dot(A, x) - self._spec_radius(x) * dual
         if self.clip is None:
             return ball
         return torch.maximum(ball, _box_lower(A, *self.interval(x)))

@@ -36,4 +36,4 @@ class ReLU(Nonlinear):
         else:
             raise ValueError(f"relu: unknown line strategy {strategy!r}")
         lower_slope = torch.where(unstable, alpha, active)
-        return Lines(lower_slope, torch.zeros_like(lower), upper_slope, upper_bias)
+        return Lines(lower_slope, None, upper_slope, upper_bias)

@@ -114,10 +114,11 @@ class Rule:
 
 
 class Lines(NamedTuple):
-    """Elementwise linear bounds ``lower_slope·z + lower_bias ≤ σ(z) ≤ upper_slope·z + upper_bias``."""
+    """Elementwise linear bounds ``lower_slope·z + lower_bias ≤ σ(z) ≤ upper_slope·z + upper_bias``
+    (``lower_bias`` None when it is zero everywhere)."""
 
     lower_slope: Tensor
-    lower_bias: Tensor
+    lower_bias: Optional[Tensor]
     upper_slope: Tensor
     upper_bias: Tensor
 
@@ -139,10 +140,54 @@ class Nonlinear(Rule):
         raise NotImplementedError
 
     def backward(self, A: Tensor, lines: Lines) -> tuple[tuple, Any]:  # type: ignore[override]
-        lower_slope, lower_bias, upper_slope, upper_bias = (t.unsqueeze(1) for t in lines)
-        positive, negative = A.clamp(min=0), A.clamp(max=0)
-        new_A = positive * lower_slope + negative * upper_slope
-        return (new_A,), spec_sum(positive * lower_bias + negative * upper_bias)
+        new_A, bias = _ThroughLines.apply(A, *lines)
+        return (new_A,), bias
+
+
+class _ThroughLines(torch.autograd.Function):
+    """``A' = A⁺·s_l + A⁻·s_u`` and ``bias = A⁺·b_l + A⁻·b_u`` (summed per spec row), with a hand-written
+    vector–Jacobian product: it makes about 8 passes over ``A`` where autograd's chain makes 11, and
+    skips the slopes' gradients when they need none (ReLU's lower slope is piecewise constant)."""
+
+    @staticmethod
+    def forward(ctx, A, lower_slope, lower_bias, upper_slope, upper_bias):
+        positive = A.clamp(min=0)  # A⁻ = A − A⁺: one elementwise pass serves both
+        new_A = (A * upper_slope.unsqueeze(1)).addcmul_(positive, (lower_slope - upper_slope).unsqueeze(1))
+        bias = spec_dot(A, upper_bias) - spec_dot(positive, upper_bias)
+        if lower_bias is not None:
+            bias = bias + spec_dot(positive, lower_bias)
+        ctx.save_for_backward(A, lower_slope, lower_bias, upper_slope, upper_bias)
+        return new_A, bias
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_A, grad_bias):
+        A, lower_slope, lower_bias, upper_slope, upper_bias = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        per_row = grad_bias.reshape(*grad_bias.shape, *([1] * (A.dim() - 2)))
+        d_A = d_ls = d_lb = d_us = d_ub = None
+        if needs[0]:
+            negative_branch = (grad_A * upper_slope.unsqueeze(1)).addcmul_(per_row, upper_bias.unsqueeze(1))
+            positive_branch = grad_A * lower_slope.unsqueeze(1)
+            if lower_bias is not None:
+                positive_branch.addcmul_(per_row, lower_bias.unsqueeze(1))
+            d_A = torch.where(A >= 0, positive_branch, negative_branch)
+        row = grad_bias.unsqueeze(1)  # (batch, 1, specs)
+        if needs[3] or needs[4]:
+            negative = A.clamp(max=0)
+            d_us = (grad_A * negative).sum(1) if needs[3] else None
+            d_ub = torch.matmul(row, negative.flatten(2)).view_as(upper_bias) if needs[4] else None
+        if needs[1] or needs[2]:
+            positive = A.clamp(min=0)
+            d_ls = (grad_A * positive).sum(1) if needs[1] else None
+            d_lb = torch.matmul(row, positive.flatten(2)).view_as(lower_bias) if needs[2] else None
+        return d_A, d_ls, d_lb, d_us, d_ub
+
+
+def spec_dot(A: Tensor, x: Tensor) -> Tensor:
+    """Per-example inner products of each spec row of ``A`` (``(batch, specs, ...)``) with ``x``
+    (``(batch, ...)``): ``(batch, specs)``, by one batched matrix product."""
+    return torch.matmul(A.reshape(A.shape[0], A.shape[1], -1), x.reshape(x.shape[0], -1, 1)).squeeze(-1)
 
 
 def spec_sum(t: Tensor) -> Tensor:

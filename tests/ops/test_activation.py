@@ -16,7 +16,8 @@ def test_relu_lines_enclose_relu_on_the_interval(seed, strategy):
     for t in torch.linspace(0, 1, 21, dtype=DTYPE):
         z = lower + t * (upper - lower)
         relu = z.clamp(min=0)
-        assert (lines.lower_slope * z + lines.lower_bias <= relu + 1e-12).all()
+        lower_bias = 0 if lines.lower_bias is None else lines.lower_bias
+        assert (lines.lower_slope * z + lower_bias <= relu + 1e-12).all()
         assert (lines.upper_slope * z + lines.upper_bias >= relu - 1e-12).all()
 
 

@@ -1,0 +1,46 @@
+"""Specifications and losses for certified training."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .bounded_module import BoundedModule
+from .perturbation import Perturbation
+
+
+def margin_spec(y: Tensor, classes: int) -> Tensor:
+    """``C`` whose rows are ``e_y − e_j`` for every ``j ≠ y``: ``(batch, classes − 1, classes)``.
+    ``C·f(x) > 0`` row by row is exactly "``x`` is classified as ``y``"."""
+    eye = torch.eye(classes, device=y.device)
+    rows = eye[y].unsqueeze(1) - eye.unsqueeze(0)  # (batch, classes, classes); row y is zero
+    others = torch.arange(classes, device=y.device).unsqueeze(0) != y.unsqueeze(1)
+    return rows[others].view(y.shape[0], classes - 1, classes)
+
+
+def worst_case_logits(margin_lower: Tensor, y: Tensor) -> Tensor:
+    """Logits ``−m`` for the other classes and 0 at the true class (Zhang et al. 2020): their cross
+    entropy upper-bounds the cross entropy of every logit vector in the perturbation set."""
+    batch, specs = margin_lower.shape
+    logits = margin_lower.new_zeros(batch, specs + 1)
+    others = torch.arange(specs + 1, device=y.device).unsqueeze(0) != y.unsqueeze(1)
+    return logits.masked_scatter(others, -margin_lower)
+
+
+def robust_loss(bm: BoundedModule, x: Tensor, y: Tensor, perturbation: Perturbation, method: str = "crown-ibp",
+                beta: float = 1.0, kappa: float = 0.0) -> Tensor:
+    """The CROWN-IBP objective (Zhang et al. 2020): ``κ·CE(f(x), y) + (1−κ)·CE(−m, y)`` where the margin
+    lower bound is ``m = β·m_CROWN-IBP + (1−β)·m_IBP`` (``method="ibp"`` means β = 0)."""
+    classes = bm.output_shape[0]
+    C = margin_spec(y, classes).to(x.dtype)
+    use_crown = method == "crown-ibp" and beta > 0
+    margin = 0
+    if use_crown:
+        margin = beta * bm.bounds(x, perturbation, "crown-ibp", C=C, bound_upper=False).lower
+    if not use_crown or beta < 1:
+        margin = margin + (1 - beta if use_crown else 1.0) * bm.bounds(x, perturbation, "ibp", C=C,
+                                                                        bound_upper=False).lower
+    loss = F.cross_entropy(worst_case_logits(margin, y), y)
+    if kappa > 0:
+        loss = kappa * F.cross_entropy(bm(x), y) + (1 - kappa) * loss
+    return loss

@@ -1,0 +1,58 @@
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from boundgraph import BoundedModule, LinfBall, margin_spec, robust_loss, worst_case_logits
+from tests.helpers import DTYPE
+
+
+def test_margin_spec_rows_are_true_class_minus_each_other_class():
+    y = torch.tensor([2, 0])
+    C = margin_spec(y, 3)
+    logits = torch.tensor([[1.0, 2.0, 5.0], [4.0, 1.0, -1.0]])
+    margins = torch.einsum("bso,bo->bs", C, logits)
+    torch.testing.assert_close(margins, torch.tensor([[4.0, 3.0], [3.0, 5.0]]))
+
+
+def test_worst_case_logits_put_zero_at_the_true_class_and_minus_the_margins_elsewhere():
+    logits = worst_case_logits(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([1, 0]))
+    torch.testing.assert_close(logits, torch.tensor([[-1.0, 0.0, -2.0], [0.0, -3.0, -4.0]]))
+
+
+def tiny():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3)).to(DTYPE)
+    x = torch.randn(4, 2, dtype=DTYPE)
+    y = torch.tensor([0, 1, 2, 1])
+    return model, x, y, BoundedModule(model, x)
+
+
+def test_robust_loss_equals_the_hand_computed_crown_ibp_formula():
+    model, x, y, bm = tiny()
+    ptb, beta, kappa = LinfBall(0.1), 0.3, 0.6
+    C = margin_spec(y, 3).to(DTYPE)
+    crown_ibp = bm.bounds(x, ptb, "crown-ibp", C=C).lower
+    ibp = bm.bounds(x, ptb, "ibp", C=C).lower
+    margin = beta * crown_ibp + (1 - beta) * ibp
+    worst = torch.zeros(4, 3, dtype=DTYPE)
+    for b in range(4):
+        others = [j for j in range(3) if j != y[b]]
+        worst[b, others] = -margin[b]
+    expected = kappa * F.cross_entropy(model(x), y) + (1 - kappa) * F.cross_entropy(worst, y)
+    torch.testing.assert_close(robust_loss(bm, x, y, ptb, "crown-ibp", beta=beta, kappa=kappa), expected)
+    ibp_only = F.cross_entropy(worst_case_logits(ibp, y), y)
+    torch.testing.assert_close(robust_loss(bm, x, y, ptb, "ibp"), ibp_only)
+
+
+def test_worst_case_cross_entropy_bounds_the_cross_entropy_of_every_perturbed_input():
+    model, x, y, bm = tiny()
+    ptb = LinfBall(0.2)
+    bound = robust_loss(bm, x, y, ptb, "crown-ibp", beta=1.0)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        point = x + (torch.rand(x.shape, generator=g, dtype=DTYPE) * 2 - 1) * 0.2
+        per_example = F.cross_entropy(model(point), y, reduction="none")
+        worst = F.cross_entropy(worst_case_logits(bm.bounds(x, ptb, "crown-ibp", C=margin_spec(y, 3).to(DTYPE),
+                                                              bound_upper=False).lower, y), y, reduction="none")
+        assert (per_example <= worst + 1e-9).all()
+    assert bound.item() > 0
