@@ -14,7 +14,6 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Iterator
 
-import torch
 from torch import Tensor
 
 SOURCE_KINDS = ("input", "param", "constant", "spec")
@@ -110,7 +109,3 @@ class BoundGraph:
             lines.append(f"{mark} {n.name}: {n.op}({ops}) {attrs or ''} {list(n.shape or ())}")
         lines.append(f"  return {self.output}")
         return "\n".join(lines)
-
-
-def is_tensor(value: Any) -> bool:
-    return isinstance(value, torch.Tensor)

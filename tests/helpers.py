@@ -2,7 +2,6 @@
 soundness assertion, and hypothesis strategies for random models built from the supported ops."""
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn

@@ -26,7 +26,8 @@ class ReLU(Nonlinear):
     def lines(self, lower: Tensor, upper: Tensor, strategy: str) -> Lines:
         active = (lower >= 0).to(lower.dtype)
         unstable = (lower < 0) & (upper > 0)
-        slope = upper / (upper - lower).clamp(min=1e-12)
+        # u − l > 0 wherever the neuron is unstable; elsewhere divide by 1 (no inf, so no NaN gradient)
+        slope = upper / torch.where(unstable, upper - lower, torch.ones_like(lower))
         upper_slope = torch.where(unstable, slope, active)
         upper_bias = torch.where(unstable, -slope * lower, torch.zeros_like(lower))
         if strategy == "adaptive":

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ir import Interval
-from .base import Rule, rule, spec_sum
+from .base import Rule, rule
 
 aten = torch.ops.aten
 

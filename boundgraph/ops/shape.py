@@ -1,7 +1,6 @@
 """Ops that only move or keep values: reshapes and identities."""
 from __future__ import annotations
 
-import operator
 
 import torch
 import torch.nn.functional as F

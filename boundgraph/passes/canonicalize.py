@@ -20,6 +20,7 @@ from ..ops import RULES, SPELLINGS, Call
 from ..ops.base import _spelling_name, method
 from ..ops.constant import Slot
 from ..trace import Traced, user_source
+from .shapes import resolve
 
 
 class _ShapeValue:
@@ -34,16 +35,9 @@ def _identifier(text: str) -> str:
     return name if name and not name[0].isdigit() else f"_{name}"
 
 
-def _resolve(model: nn.Module, path: str) -> Any:
-    value: Any = model
-    for part in path.split("."):
-        value = getattr(value, part)
-    return value
-
-
 def _has_attr(model: nn.Module, path: str) -> bool:
     try:
-        _resolve(model, path)
+        resolve(model, path)
         return True
     except AttributeError:
         return False
@@ -81,7 +75,7 @@ def canonicalize(traced: Traced, model: nn.Module) -> BoundGraph:
     def param(path: str, source: str = "") -> Ref:
         if path not in param_nodes:
             node = graph.add(Node(graph.fresh_name(_identifier(path)), "param", attrs={"path": path},
-                                 source=source, shape=tuple(_resolve(model, path).shape)))
+                                 source=source, shape=tuple(resolve(model, path).shape)))
             param_nodes[path] = node.name
         return Ref(param_nodes[path])
 
@@ -146,7 +140,7 @@ def canonicalize(traced: Traced, model: nn.Module) -> BoundGraph:
             kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a.name])
             call = Call(n.name, spelling, tuple(args), dict(kwargs), module, source,
                         tuple(value.shape) if isinstance(value, torch.Tensor) else None, shape_of,
-                        lambda attr, m=n.target, s=source: None if getattr(_resolve(model, m), attr) is None
+                        lambda attr, m=n.target, s=source: None if getattr(resolve(model, m), attr) is None
                         else param(f"{m}.{attr}", s))
             operands, attrs = RULES[rule_name].canonicalize(call)
             if any(isinstance(o, _ShapeValue) for o in operands) or any(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir import SOURCE_KINDS, BoundGraph, Ref
+from ..ir import BoundGraph
 from ..ops import Nonlinear, Rule
 
 METHODS = ("ibp", "crown-ibp", "crown")

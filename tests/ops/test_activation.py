@@ -2,7 +2,7 @@ import torch
 import torch.nn as nn
 from hypothesis import given, strategies as st
 
-from boundgraph import BoundedModule, LinfBall
+from boundgraph import BoundedModule
 from boundgraph.ops import LINE_STRATEGIES, RULES
 from tests.helpers import DTYPE, Chain, METHODS, assert_sound, perturbations, relu_spelling
 
@@ -39,3 +39,11 @@ def test_relu_every_spelling_is_sound_for_every_method(spelling, width, seed, st
     assert [n.op for n in bm.graph].count("relu") == 1
     for method in METHODS:
         assert_sound(bm, x0, ptb, method, lines=strategy)
+
+
+def test_relu_upper_line_is_sound_on_very_narrow_unstable_intervals():
+    lower = torch.tensor([-1e-14, -3e-300], dtype=DTYPE)
+    upper = torch.tensor([1e-14, 1e-300], dtype=DTYPE)
+    lines = RULES["relu"].lines(lower, upper, "adaptive")
+    assert (lines.upper_slope * upper + lines.upper_bias >= upper).all()
+    assert torch.isfinite(lines.upper_slope).all()

@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 from boundgraph import BoundedModule
 from boundgraph.ops import RULES
-from tests.helpers import DTYPE, Chain, _randomize_bn, assert_adjoint, assert_sound_all_methods, perturbations
+from tests.helpers import DTYPE, _randomize_bn, assert_adjoint, assert_sound_all_methods, perturbations
 
 
 @given(st.integers(0, 2**16), st.booleans(), st.data())
