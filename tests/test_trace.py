@@ -34,6 +34,33 @@ def test_models_fx_cannot_trace_are_retried_with_torch_export():
     assert_sound(bm, x, LinfBall(0.2), "crown")
 
 
+class ControlFlowCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)
+        self.drop, self.pool, self.fc = nn.Dropout(0.3), nn.AvgPool2d(2), nn.Linear(8, 2)
+
+    def forward(self, x):
+        if x.shape[1] == 1:
+            x = self.pool(self.drop(torch.relu(self.bn(self.conv(x)))))
+        return self.fc(x.flatten(1) * 2 - 1)
+
+
+def test_exported_models_keep_every_op_of_the_set():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = ControlFlowCNN().to(DTYPE)
+    from tests.helpers import _randomize_bn
+    _randomize_bn(model.bn, g)
+    model.eval()
+    x = torch.randn(2, 1, 6, 6, dtype=DTYPE)
+    bm = BoundedModule(model, x)
+    assert trace(model, (x,)).how == "export"
+    assert {"conv2d", "relu", "identity", "avg_pool2d", "mul", "add", "linear"} <= {n.op for n in bm.graph}
+    for method in METHODS:
+        assert_sound(bm, x, LinfBall(0.1), method)
+
+
 def test_a_model_neither_tracer_handles_gets_a_clear_error():
     class DataDependent(nn.Module):
         def forward(self, x):

@@ -23,7 +23,7 @@ def bn_scale_shift(mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tenso
     return scale, shift
 
 
-@rule("batch_norm", spellings=(nn.BatchNorm1d, nn.BatchNorm2d, F.batch_norm))
+@rule("batch_norm", spellings=(nn.BatchNorm1d, nn.BatchNorm2d, F.batch_norm, aten.batch_norm.default))
 class BatchNorm(Rule):
     """``z = γ (x − μ)/√(σ² + ε) + β`` with running statistics: a per-channel affine map (channel
     dimension 1). IBP: ``scale·c + shift ± |scale|·r``. CROWN: ``A ← A·scale``, ``bias += Σ A·shift``.
@@ -39,9 +39,13 @@ class BatchNorm(Rule):
                         call.param("weight"), call.param("bias"))
             return operands, dict(eps=m.eps)
         if call.arg(5, "training", False):
-            raise call.fail("F.batch_norm with training=True is not supported; use running statistics")
-        operands = (call.arg(0, "input"), call.arg(1, "running_mean"), call.arg(2, "running_var"),
-                    call.arg(3, "weight", None), call.arg(4, "bias", None))
+            raise call.fail("batch norm with training=True is not supported; use running statistics")
+        if call.spelling is aten.batch_norm.default:  # (input, weight, bias, running_mean, running_var, ...)
+            operands = (call.arg(0, "input"), call.arg(3, "running_mean"), call.arg(4, "running_var"),
+                        call.arg(1, "weight"), call.arg(2, "bias"))
+        else:
+            operands = (call.arg(0, "input"), call.arg(1, "running_mean"), call.arg(2, "running_var"),
+                        call.arg(3, "weight", None), call.arg(4, "bias", None))
         return operands, dict(eps=call.arg(7, "eps", 1e-5))
 
     def specialize(self, attrs, operand_shapes, out_shape):
