@@ -39,8 +39,30 @@ def split_bounds(bound: Tensor, shape: tuple[int, ...], lower: bool, upper: bool
     return Interval(low, high)
 
 
-def intersect(a: Interval, b: Interval) -> Interval:
-    return Interval(torch.maximum(a.lower, b.lower), torch.minimum(a.upper, b.upper))
+def unstable_rows(*masks: Tensor) -> Tensor:
+    """Indices of the (flattened) neurons unstable in some example: the rows a refining sweep needs."""
+    mask = masks[0]
+    for other in masks[1:]:
+        mask = mask | other
+    return mask.flatten(1).any(0).nonzero().squeeze(1)
+
+
+def rows_start(like: Tensor, shape: tuple[int, ...], rows: Tensor) -> Tensor:
+    """``[I; −I]`` restricted to ``rows``: ``(batch, 2·len(rows), *shape)``."""
+    k, n = rows.numel(), math.prod(shape)
+    pick = torch.zeros(k, n, dtype=like.dtype, device=like.device)
+    pick[torch.arange(k, device=like.device), rows] = 1
+    both = torch.cat([pick, -pick]).reshape(2 * k, *shape)
+    return both.unsqueeze(0).expand(like.shape[0], *both.shape)
+
+
+def refine(bounds: Interval, bound: Tensor, rows: Tensor) -> Interval:
+    """Intersect ``bounds`` with CROWN's bounds of its ``rows`` (lower rows, then negated upper rows)."""
+    k = rows.numel()
+    lower, upper = bounds.lower.flatten(1), bounds.upper.flatten(1)
+    lower = lower.index_copy(1, rows, torch.maximum(lower.index_select(1, rows), bound[:, :k]))
+    upper = upper.index_copy(1, rows, torch.minimum(upper.index_select(1, rows), -bound[:, k:]))
+    return Interval(lower.view_as(bounds.lower), upper.view_as(bounds.upper))
 
 
 class BoundProgram:
@@ -79,14 +101,14 @@ def _attribute_path(root: str, path: str) -> str:
     return expr
 
 
-_HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "intersect": intersect,
-            "Interval": Interval}
+_HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "unstable_rows": unstable_rows,
+            "rows_start": rows_start, "refine": refine, "Interval": Interval}
 _RESERVED = {"model", "inputs", "perturbations", "C", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
-             "False"} | set(_HELPERS)
+             "False", "len"} | set(_HELPERS)
 
 
 def _derived(var: str) -> list[str]:
-    return [var, f"{var}_x", f"{var}_lines", f"{var}_crown", f"A_{var}"]
+    return [var, f"{var}_x", f"{var}_lines", f"{var}_crown", f"{var}_rows", f"A_{var}"]
 
 
 def variable_names(graph: BoundGraph) -> dict[str, str]:
@@ -111,13 +133,14 @@ class _Emitter:
         self.taken = {d for var in self.v.values() for d in _derived(var)}
         self.bound_lower, self.bound_upper, self.strategy = bound_lower, bound_upper, lines
         self.body: list[str] = []
+        self.indent = 1
         self.globals: dict[str, Any] = dict(_HELPERS, CONSTANTS={})
         self.temp = itertools.count()
         first = next(n for n in graph.inputs() if n.perturbed)
         self.like = f"{self.v[first.name]}_x"
 
     def line(self, text: str) -> None:
-        self.body.append("    " + text)
+        self.body.append("    " * self.indent + text)
 
     def rule(self, node_name: str) -> str:
         op = self.graph[node_name].op
@@ -188,8 +211,16 @@ class _Emitter:
         final = step.node == self.sched.output
         lower, upper = (self.bound_lower, self.bound_upper) if final else (True, True)
         shape = repr(tuple(target.shape[1:])) if target.shape is not None else "(C.shape[1],)"
-        self.line(f"# CROWN: backward sweep from {t}")
-        self.line(f"A_{t} = identity_start({self.like}, {shape}, lower={lower}, upper={upper})")
+        if final:
+            self.line(f"# CROWN: backward sweep from {t}")
+            self.line(f"A_{t} = identity_start({self.like}, {shape}, lower={lower}, upper={upper})")
+        else:
+            masks = ", ".join(f"{self.rule(c)}.unstable({t}.lower, {t}.upper)" for c in step.consumers)
+            self.line(f"# CROWN: backward sweep from {t}, for its unstable neurons only")
+            self.line(f"{t}_rows = unstable_rows({masks})")
+            self.line(f"if len({t}_rows):")
+            self.indent += 1
+            self.line(f"A_{t} = rows_start({self.like}, {shape}, {t}_rows)")
         self.line("bias = 0")
         reached, terms = {target.name}, []
         for name in step.order:
@@ -221,9 +252,11 @@ class _Emitter:
                 self.line(line)
             self.line(f"del A_{var}")
         self.line(f"bound = bias + {' + '.join(terms)}")
-        self.line(f"{t}_crown = split_bounds(bound, {shape}, lower={lower}, upper={upper})")
-        if not final:
-            self.line(f"{t} = intersect({t}, {t}_crown)")
+        if final:
+            self.line(f"{t}_crown = split_bounds(bound, {shape}, lower={lower}, upper={upper})")
+        else:
+            self.line(f"{t} = refine({t}, bound, {t}_rows)")
+            self.indent -= 1
 
     def program(self, name: str) -> BoundProgram:
         for step in self.sched.steps:

@@ -32,7 +32,8 @@ class Interval(NamedTuple):
     upper: Tensor
 
     def centre_radius(self) -> tuple[Tensor, Tensor]:
-        return (self.upper + self.lower) / 2, (self.upper - self.lower) / 2
+        # in place on fresh tensors: two allocations instead of four (IBP is memory-bound)
+        return (self.upper + self.lower).mul_(0.5), (self.upper - self.lower).mul_(0.5)
 
 
 @dataclass

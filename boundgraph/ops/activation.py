@@ -38,3 +38,7 @@ class ReLU(Nonlinear):
             raise ValueError(f"relu: unknown line strategy {strategy!r}")
         lower_slope = torch.where(unstable, alpha, active)
         return Lines(lower_slope, None, upper_slope, upper_bias)
+
+    def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """Only neurons whose sign is not known: elsewhere the lines are exact whatever the bounds."""
+        return (lower < 0) & (upper > 0)

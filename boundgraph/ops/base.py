@@ -139,6 +139,10 @@ class Nonlinear(Rule):
     def lines(self, lower: Tensor, upper: Tensor, strategy: str) -> Lines:
         raise NotImplementedError
 
+    def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """Where tighter input bounds could tighten the lines (full CROWN refines only those)."""
+        return torch.ones_like(lower, dtype=torch.bool)
+
     def backward(self, A: Tensor, lines: Lines) -> tuple[tuple, Any]:  # type: ignore[override]
         new_A, bias = _ThroughLines.apply(A, *lines)
         return (new_A,), bias

@@ -4,7 +4,8 @@
 - ``crown-ibp`` (Zhang et al. 2020): intervals only for what the nonlinear nodes' inputs need, then
   one backward CROWN sweep from the output.
 - ``crown`` (Zhang et al. 2018): as crown-ibp, and every nonlinear node's input is also bounded by a
-  CROWN sweep of its own (intersected with its interval) before anything after it is bounded.
+  CROWN sweep of its own (intersected with its interval) before anything after it is bounded; the
+  sweep has rows only for the neurons whose lines tighter bounds could change (unstable ReLUs).
 
 The schedule is a straight list of steps; the emitter turns each into a line or two of torch code.
 """
@@ -23,6 +24,7 @@ class Step:
     kind: str  # "value" | "interval" | "lines" | "sweep"
     node: str
     order: list[str] = field(default_factory=list)  # sweep: nodes in reverse topological order
+    consumers: list[str] = field(default_factory=list)  # sweep of a pre-activation: its nonlinear users
 
 
 @dataclass
@@ -50,7 +52,8 @@ def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str) -> Schedule
     def sweep(target: str) -> Step:
         cone = graph.ancestors(target)
         order = [n for n in reversed(topo) if n in cone and graph[n].perturbed]
-        return Step("sweep", target, order)
+        consumers = [n for n in nonlinear if graph[n].operands[0].name == target]
+        return Step("sweep", target, order, consumers)
 
     steps: list[Step] = []
     for name in topo:
