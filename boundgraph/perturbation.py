@@ -76,9 +76,11 @@ class _Ball(Perturbation):
     def check(self, x: Tensor) -> None:
         if isinstance(self.eps, Tensor) and self.eps.dim() == 1 and self.eps.shape[0] != x.shape[0]:
             raise ValueError(f"{self!r}: {self.eps.shape[0]} per-example radii for a batch of {x.shape[0]}")
-        if self.clip is not None:
-            hull = self.interval(x)
-            if bool((hull.lower > hull.upper).any()):
+        if self.clip is not None:  # empty iff some x_i + ε < low or x_i − ε > high: two reductions decide
+            eps = self._spec_radius(x)
+            flat = x.reshape(x.shape[0], -1)
+            low, high = (torch.as_tensor(c, dtype=x.dtype, device=x.device) for c in self.clip)
+            if bool(((flat.amax(1, keepdim=True) - eps > high) | (flat.amin(1, keepdim=True) + eps < low)).any()):
                 raise ValueError(f"{self!r}: the input lies outside the clip domain {self.clip}, so the set is empty")
 
     def interval(self, x: Tensor) -> Interval:
