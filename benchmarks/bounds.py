@@ -32,19 +32,21 @@ MODELS = {
 CROWN_BUDGET = 2e8  # largest A (elements) a full-CROWN run may build; beyond it CROWN is skipped
 
 
-def timed(fn, device: str, repeats: int) -> float:
-    """Median wall-clock seconds of ``fn`` over ``repeats`` runs, after two warm-up runs."""
-    times = []
-    for i in range(repeats + 2):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(fns: dict, device: str, repeats: int) -> dict:
+    """Median wall-clock seconds of each function, measured interleaved: every round runs each function
+    once, so drifts in the machine's speed hit all of them alike. Two warm-up rounds first."""
+    times: dict = {name: [] for name in fns}
+    for round_ in range(repeats + 2):
+        for name, fn in fns.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if round_ >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def crown_size(bm: BoundedModule, batch: int) -> float:
@@ -63,15 +65,13 @@ def bench(name: str, batch: int, device: str, repeats: int, eps: float = 0.1) ->
     bm = BoundedModule(model, x)
     ptb = LinfBall(eps, clip=(0.0, 1.0))
     C = margin_spec(y, 10)
-    row = {"model": name, "batch": batch}
+    row = {"model": name, "batch": batch, "crown": None}
+    methods = ["ibp", "crown-ibp"] + (["crown"] if crown_size(bm, batch) <= CROWN_BUDGET else [])
     with torch.no_grad():
-        row["forward"] = timed(lambda: model(x), device, repeats)
-        for method in ("ibp", "crown-ibp", "crown"):
-            if method == "crown" and crown_size(bm, batch) > CROWN_BUDGET:
-                row[method] = None
-                continue
-            row[method] = timed(lambda: bm.bounds(x, ptb, method, C=C, bound_upper=False), device,
-                                repeats if method != "crown" else max(1, repeats // 3))
+        bounds = {"forward": lambda: model(x)}
+        for method in methods:
+            bounds[method] = lambda method=method: bm.bounds(x, ptb, method, C=C, bound_upper=False)
+        row.update(timed(bounds, device, repeats))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
 
     def plain_step():
@@ -84,8 +84,7 @@ def bench(name: str, batch: int, device: str, repeats: int, eps: float = 0.1) ->
         robust_loss(bm, x, y, ptb, "crown-ibp", beta=1.0, kappa=0.5).backward()
         optimizer.step()
 
-    row["plain step"] = timed(plain_step, device, repeats)
-    row["crown-ibp step"] = timed(crown_ibp_step, device, repeats)
+    row.update(timed({"plain step": plain_step, "crown-ibp step": crown_ibp_step}, device, repeats))
     return row
 
 
