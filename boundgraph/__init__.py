@@ -1,11 +1,14 @@
 """boundgraph: a bound-propagation compiler for PyTorch (IBP, CROWN-IBP, CROWN)."""
+from .attacks import pgd_attack
 from .bounded_module import BoundedModule
 from .emit import BoundProgram
 from .errors import UnsupportedOpError
+from .evaluation import certified, evaluate
 from .ir import Interval
 from .losses import margin_spec, robust_loss, worst_case_logits
 from .perturbation import Box, L2Ball, LinfBall, Perturbation
 
 __all__ = ["BoundedModule", "BoundProgram", "Interval", "UnsupportedOpError", "Perturbation", "LinfBall",
-           "L2Ball", "Box", "margin_spec", "robust_loss", "worst_case_logits"]
+           "L2Ball", "Box", "margin_spec", "robust_loss", "worst_case_logits",
+           "pgd_attack", "certified", "evaluate"]
 __version__ = "0.1.0"

@@ -49,6 +49,16 @@ class Perturbation:
     def check(self, x: Tensor) -> None:
         """Raise ``ValueError`` if this set cannot be placed around ``x``."""
 
+    def project(self, x: Tensor, point: Tensor) -> Tensor:
+        """A point of the set near ``point`` (the set around ``x``), for attacks."""
+        lower, upper = self.interval(x)
+        return torch.maximum(torch.minimum(point, upper), lower)
+
+    def ascent(self, grad: Tensor, x: Tensor, fraction: float) -> Tensor:
+        """A step of steepest ascent for this set's norm, ``fraction`` of its radius long."""
+        lower, upper = self.interval(x)
+        return grad.sign() * (upper - lower) / 2 * fraction
+
 
 class _Ball(Perturbation):
     norm = ""
@@ -85,11 +95,13 @@ class _Ball(Perturbation):
 
     def interval(self, x: Tensor) -> Interval:
         eps = self._radius(x)
-        lower, upper = x - eps, x + eps
-        if self.clip is not None:
-            low, high = (torch.as_tensor(c, dtype=x.dtype, device=x.device) for c in self.clip)
-            lower, upper = torch.maximum(lower, low), torch.minimum(upper, high)
-        return Interval(lower, upper)
+        return Interval(self._clip(x - eps), self._clip(x + eps))
+
+    def _clip(self, t: Tensor) -> Tensor:
+        if self.clip is None:
+            return t
+        low, high = (torch.as_tensor(c, dtype=t.dtype, device=t.device) for c in self.clip)
+        return torch.maximum(torch.minimum(t, high), low)
 
 
 class LinfBall(_Ball):
@@ -115,6 +127,16 @@ class L2Ball(_Ball):
         if self.clip is None:
             return ball
         return torch.maximum(ball, _box_lower(A, *self.interval(x)))
+
+    def project(self, x: Tensor, point: Tensor) -> Tensor:
+        """Onto the ball, then into the clip box (which keeps it inside the ball)."""
+        delta = point - x
+        norms = delta.reshape(delta.shape[0], -1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+        return self._clip(x + delta * torch.clamp(self._radius(x) / norms.clamp(min=1e-30), max=1.0))
+
+    def ascent(self, grad: Tensor, x: Tensor, fraction: float) -> Tensor:
+        norms = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp(min=1e-30).view(-1, *([1] * (x.dim() - 1)))
+        return grad / norms * self._radius(x) * fraction
 
 
 class Box(Perturbation):

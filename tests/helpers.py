@@ -14,24 +14,6 @@ METHODS = ("ibp", "crown-ibp", "crown")
 DTYPE = torch.float64
 
 
-def project(ptb, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The nearest point of the set to ``x`` (Euclidean projection for the L2 ball; for a clipped
-    L2 ball, ball then box, which stays inside both)."""
-    if isinstance(ptb, Box):
-        return torch.maximum(torch.minimum(x, ptb.upper.to(x)), ptb.lower.to(x))
-    eps = ptb._radius(x0)
-    delta = x - x0
-    if isinstance(ptb, LinfBall):
-        delta = torch.maximum(torch.minimum(delta, eps + 0 * delta), -eps + 0 * delta)
-    else:
-        norm = delta.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1))).clamp(min=1e-30)
-        delta = delta * torch.clamp(eps / norm, max=1.0)
-    out = x0 + delta
-    if getattr(ptb, "clip", None) is not None:
-        out = out.clamp(ptb.clip[0], ptb.clip[1])
-    return out
-
-
 def sample(ptb, x0: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` points per example, ``(n, batch, ...)``: half random inside, half corners / boundary."""
     points = []
@@ -50,7 +32,7 @@ def sample(ptb, x0: torch.Tensor, n: int, generator: torch.Generator) -> torch.T
         else:
             lower, upper = ptb.interval(x0)
             point = (upper + lower) / 2 + noise * (upper - lower) / 2
-        points.append(project(ptb, x0, point))
+        points.append(ptb.project(x0, point))
     return torch.stack(points)
 
 
@@ -67,7 +49,7 @@ def pgd_extremes(f, ptb, x0: torch.Tensor, outputs: int, steps: int = 15) -> lis
                 value = (sign * f(x).reshape(x.shape[0], -1)[:, j]).sum()
                 (grad,) = torch.autograd.grad(value, x)
                 with torch.no_grad():
-                    x = project(ptb, x0, x + step * grad.sign())
+                    x = ptb.project(x0, x + step * grad.sign())
             found.append(x.detach())
     return found
 

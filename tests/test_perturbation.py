@@ -59,3 +59,20 @@ def test_interval_hull_of_each_set():
     torch.testing.assert_close(tuple(LinfBall(0.1, clip=(0, 1)).interval(x)),
                                (torch.tensor([[0.0, 0.4]], dtype=DTYPE), torch.tensor([[0.15, 0.6]], dtype=DTYPE)))
     torch.testing.assert_close(tuple(L2Ball(0.2).interval(x)), (x - 0.2, x + 0.2))
+
+
+@given(st.integers(1, 5), st.integers(0, 2**16), st.floats(0, 1), st.sampled_from(["linf", "l2", "l2-clip", "box"]))
+def test_projection_lands_in_the_set_and_keeps_points_already_there(d, seed, eps, kind):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, d, generator=g, dtype=DTYPE)
+    ptb = {"linf": LinfBall(eps, clip=(0, 1)), "l2": L2Ball(eps), "l2-clip": L2Ball(eps, clip=(0, 1)),
+           "box": Box(x - eps, x + eps / 2)}[kind]
+    far = x + 3 * torch.randn(3, d, generator=g, dtype=DTYPE)
+    inside = ptb.project(x, far)
+    lower, upper = ptb.interval(x)
+    assert (inside >= lower - 1e-12).all() and (inside <= upper + 1e-12).all()
+    if isinstance(ptb, L2Ball):
+        assert ((inside - x).norm(dim=1) <= eps + 1e-12).all()
+    torch.testing.assert_close(ptb.project(x, inside), inside)
+    step = ptb.ascent(torch.randn(3, d, generator=g, dtype=DTYPE), x, 0.5)
+    assert torch.isfinite(step).all()
