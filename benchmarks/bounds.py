@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from boundgraph import BoundedModule, LinfBall, margin_spec, robust_loss  # noqa: E402
-from examples.models import dm_large, dm_small, mlp_784_256_256_10  # noqa: E402
+from examples.models import dm_large, dm_small, mlp  # noqa: E402
 
 MODELS = {
-    "mlp": (mlp_784_256_256_10, (1, 28, 28)),
+    "mlp": (mlp, (1, 28, 28)),
     "dm-small": (lambda: dm_small(1, 28), (1, 28, 28)),
     "dm-large": (lambda: dm_large(3, 32), (3, 32, 32)),
 }

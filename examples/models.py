@@ -1,26 +1,88 @@
-"""Model zoo: the architectures of the certified-training papers (names and shapes as in DESIGN.md)."""
+"""Model zoo: the architectures of the certified-training papers (names and shapes as in DESIGN.md).
+
+Every builder takes ``(in_channels, size, classes)`` so one name serves MNIST (1, 28) and CIFAR (3, 32).
+"""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch.nn as nn
 
 
-def mlp_784_256_256_10() -> nn.Sequential:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                         nn.Linear(256, 10))
+def _side(size: int, *layers: tuple[int, int, int]) -> int:
+    """Spatial size after convolutions given as (kernel, stride, padding)."""
+    for kernel, stride, padding in layers:
+        size = (size + 2 * padding - kernel) // stride + 1
+    return size
+
+
+def mlp(in_channels: int = 1, size: int = 28, classes: int = 10) -> nn.Sequential:
+    """MLP 784-256-256-10 (for MNIST-shaped input)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, 256), nn.ReLU(), nn.Linear(256, 256),
+                         nn.ReLU(), nn.Linear(256, classes))
 
 
 def dm_small(in_channels: int = 1, size: int = 28, classes: int = 10) -> nn.Sequential:
     """DM-small (Gowal et al. 2018): Conv16 4×4/2, Conv32 4×4/1 (no padding), FC100, FC10."""
-    side = (size - 4) // 2 + 1 - 3
+    side = _side(size, (4, 2, 0), (4, 1, 0))
     return nn.Sequential(nn.Conv2d(in_channels, 16, 4, stride=2), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=1),
                          nn.ReLU(), nn.Flatten(), nn.Linear(32 * side * side, 100), nn.ReLU(),
                          nn.Linear(100, classes))
 
 
+def dm_medium(in_channels: int = 1, size: int = 28, classes: int = 10) -> nn.Sequential:
+    """DM-medium: Conv32 3×3/1, Conv32 4×4/2, Conv64 3×3/1, Conv64 4×4/2 (no padding), FC512, FC512, FC10."""
+    side = _side(size, (3, 1, 0), (4, 2, 0), (3, 1, 0), (4, 2, 0))
+    return nn.Sequential(nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 4, stride=2), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 4, stride=2), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(64 * side * side, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                         nn.Linear(512, classes))
+
+
+def _large(in_channels: int, size: int, classes: int, batch_norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for c_in, c_out, stride in ((in_channels, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 128, 1)):
+        layers.append(nn.Conv2d(c_in, c_out, 3, stride, 1))
+        layers += [nn.BatchNorm2d(c_out)] if batch_norm else []
+        layers.append(nn.ReLU())
+    side = _side(size, (3, 1, 1), (3, 1, 1), (3, 2, 1), (3, 1, 1), (3, 1, 1))
+    layers += [nn.Flatten(), nn.Linear(128 * side * side, 512)]
+    layers += [nn.BatchNorm1d(512)] if batch_norm else []
+    return nn.Sequential(*layers, nn.ReLU(), nn.Linear(512, classes))
+
+
 def dm_large(in_channels: int = 3, size: int = 32, classes: int = 10) -> nn.Sequential:
     """DM-large: Conv64 3×3/1, Conv64 3×3/1, Conv128 3×3/2, Conv128 3×3/1, Conv128 3×3/1 (padding 1),
     FC512, FC10."""
-    return nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1), nn.ReLU(), nn.Conv2d(64, 64, 3, 1, 1), nn.ReLU(),
-                         nn.Conv2d(64, 128, 3, 2, 1), nn.ReLU(), nn.Conv2d(128, 128, 3, 1, 1), nn.ReLU(),
-                         nn.Conv2d(128, 128, 3, 1, 1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(128 * (size // 2) ** 2, 512), nn.ReLU(), nn.Linear(512, classes))
+    return _large(in_channels, size, classes, batch_norm=False)
+
+
+def cnn7(in_channels: int = 3, size: int = 32, classes: int = 10) -> nn.Sequential:
+    """CNN7 (Shi et al. 2021): DM-large with batch norm after every convolution and after FC512."""
+    return _large(in_channels, size, classes, batch_norm=True)
+
+
+class ResidualBlock(nn.Module):
+    """``relu(x + conv(relu(conv(x))))``, 3×3 convolutions keeping the shape."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return (x + self.conv2(self.conv1(x).relu())).relu()
+
+
+def resnet_small(in_channels: int = 1, size: int = 28, classes: int = 10) -> nn.Sequential:
+    """A small ResNet: Conv16, a residual block, Conv32 3×3/2, a residual block, AvgPool 2, FC100, FC10."""
+    side = _side(size, (3, 1, 1), (3, 2, 1)) // 2
+    return nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), ResidualBlock(16),
+                         nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(), ResidualBlock(32), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.Linear(32 * side * side, 100), nn.ReLU(), nn.Linear(100, classes))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp, "dm-small": dm_small, "dm-medium": dm_medium, "dm-large": dm_large, "cnn7": cnn7,
+    "resnet-small": resnet_small,
+}
