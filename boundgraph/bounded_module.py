@@ -11,12 +11,12 @@ from .emit import BoundProgram, emit
 from .ir import BoundGraph, Interval
 from .ops import LINE_STRATEGIES
 from .passes import (METHODS, attach_rules, canonicalize, eliminate_dead_nodes, evaluate, fold_batchnorm,
-                     fuse_spec, mark_perturbed, propagate_shapes, schedule)
+                     fuse_spec, mark_perturbed, propagate_shapes, schedule, use_batch_statistics)
 from .perturbation import Perturbation
 from .trace import trace
 
 Inputs = Union[Tensor, Sequence[Tensor]]
-_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+_DROPOUT = nn.modules.dropout._DropoutNd
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -54,8 +54,8 @@ class BoundedModule(nn.Module):
         modes = {m: m.training for m in core.modules()}
         core.eval()  # bounds use running statistics; the example's forward must not update them
         try:
-            graph = eliminate_dead_nodes(canonicalize(trace(core, inputs), core))
-            graph = fold_batchnorm(propagate_shapes(graph, core, inputs))
+            unfolded = propagate_shapes(eliminate_dead_nodes(canonicalize(trace(core, inputs), core)), core, inputs)
+            graph = fold_batchnorm(unfolded)
             attach_rules(graph)
             with torch.no_grad():
                 expected = core(*inputs)
@@ -66,10 +66,12 @@ class BoundedModule(nn.Module):
         finally:
             for module, training in modes.items():
                 module.training = training
-        self.graph: BoundGraph = graph
+        self.graph: BoundGraph = graph  # batch norms folded with their running statistics
+        self._unfolded = unfolded  # for batch norms in training mode
         self.input_shapes = [tuple(x.shape[1:]) for x in inputs]
         self.output_shape = tuple(graph[graph.output].shape[1:])
-        self._mode_dependent = [m for m in core.modules() if isinstance(m, _MODE_DEPENDENT)]
+        self._norms = [(n.name, core.get_submodule(n.module)) for n in unfolded if n.op == "batch_norm" and n.module]
+        self._dropouts = [m for m in core.modules() if isinstance(m, _DROPOUT)]
         self._programs: dict[tuple, BoundProgram] = {}
 
     @property
@@ -84,9 +86,11 @@ class BoundedModule(nn.Module):
 
     def program(self, method: str = "crown-ibp", *, perturbed: Optional[Sequence[int]] = None,
                 with_spec: bool = False, bound_lower: bool = True, bound_upper: bool = True,
-                lines: str = "adaptive") -> BoundProgram:
+                lines: str = "adaptive", batch_statistics: Sequence[str] = ()) -> BoundProgram:
         """The bound program for ``method`` (compiled on first use, then cached); print it to read it.
-        ``perturbed``: indices of the perturbed inputs (all by default); ``with_spec``: takes ``C``."""
+        ``perturbed``: indices of the perturbed inputs (all by default); ``with_spec``: takes ``C``;
+        ``batch_statistics``: batch-norm nodes that normalise with the clean batch's statistics
+        (those in training mode)."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
         if lines not in LINE_STRATEGIES:
@@ -96,9 +100,11 @@ class BoundedModule(nn.Module):
         perturbed = tuple(range(len(self.input_shapes)) if perturbed is None else sorted(perturbed))
         if not perturbed:
             raise ValueError("at least one input must be perturbed")
-        key = (method, perturbed, with_spec, bound_lower, bound_upper, lines)
+        norms = tuple(sorted(batch_statistics))
+        key = (method, perturbed, with_spec, bound_lower, bound_upper, lines, norms)
         if key not in self._programs:
-            graph = mark_perturbed(self.graph, perturbed)
+            graph = fold_batchnorm(use_batch_statistics(self._unfolded, set(norms))) if norms else self.graph
+            graph = mark_perturbed(graph, perturbed)
             if with_spec:
                 graph = fuse_spec(graph)
             rules = attach_rules(graph)
@@ -117,8 +123,9 @@ class BoundedModule(nn.Module):
         self._check_spec(C, inputs[0].shape[0])
         self._check_modes()
         perturbed = [i for i, p in enumerate(perturbations) if p is not None]
+        norms = [name for name, module in self._norms if module.training]
         program = self.program(method, perturbed=perturbed, with_spec=C is not None, bound_lower=bound_lower,
-                               bound_upper=bound_upper, lines=lines)
+                               bound_upper=bound_upper, lines=lines, batch_statistics=norms)
         return program(self.core, inputs, perturbations, C)
 
     def _check_inputs(self, x: Inputs) -> tuple:
@@ -165,7 +172,6 @@ class BoundedModule(nn.Module):
             raise ValueError("C contains NaN or infinite values")
 
     def _check_modes(self) -> None:
-        training = [type(m).__name__ for m in self._mode_dependent if m.training]
-        if training:
-            raise ValueError(f"{', '.join(sorted(set(training)))} in training mode: bounds use running "
-                             "statistics and no dropout; call model.eval() first")
+        if any(m.training and m.p > 0 for m in self._dropouts):
+            raise ValueError("Dropout in training mode is random and has no sound bound: call model.eval(), "
+                             "or remove dropout from the certified model")

@@ -2,7 +2,8 @@
 
 A node's operands are names of other nodes (``Ref``) or Python literals; its ``attrs`` hold every
 non-tensor argument. Node kinds by ``op``:
-- ``input``: the model's ``attrs["index"]``-th input; ``perturbed`` when its perturbation is set.
+- ``input``: the model's ``attrs["index"]``-th input; ``perturbed`` when its perturbation is set, unless
+  ``attrs["clean"]`` (a copy that stays unperturbed, for batch statistics of the clean batch).
 - ``param``: a parameter or buffer of the model, read live at every call (``attrs["path"]``).
 - ``constant``: a frozen tensor or number computed once at compile time (``attrs["value"]``).
 - ``spec``: the specification matrix ``C`` handed to a bound program.
@@ -45,6 +46,7 @@ class Node:
     source: str = ""
     shape: tuple[int, ...] | None = None  # with the example batch size in front
     perturbed: bool = False
+    module: str = ""  # path of the user's module this node came from, if any
 
     def refs(self) -> list[str]:
         return [o.name for o in self.operands if isinstance(o, Ref)]
@@ -97,8 +99,8 @@ class BoundGraph:
         """A copy whose nodes may be edited; frozen tensors are shared, not cloned."""
         g = BoundGraph(output=self.output)
         for node in self.nodes.values():
-            g.nodes[node.name] = Node(node.name, node.op, tuple(node.operands),
-                                      copy.copy(node.attrs), node.source, node.shape, node.perturbed)
+            g.nodes[node.name] = Node(node.name, node.op, tuple(node.operands), copy.copy(node.attrs),
+                                      node.source, node.shape, node.perturbed, node.module)
         return g
 
     def __str__(self) -> str:

@@ -89,12 +89,12 @@ def test_unknown_method_or_line_strategy(bm):
         bm.bounds(torch.randn(1, 3), LinfBall(0.1), lines="optimal")
 
 
-def test_batchnorm_or_dropout_in_training_mode():
+def test_dropout_in_training_mode():
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.2), nn.Linear(4, 2))
     bm = BoundedModule(model, torch.randn(2, 3))
-    with pytest.raises(ValueError, match="BatchNorm1d, Dropout in training mode"):
+    with pytest.raises(ValueError, match="Dropout in training mode"):
         bm.bounds(torch.randn(2, 3), LinfBall(0.1))
-    model.eval()
+    model[2].eval()  # batch norm may stay in training mode: bounds use the clean batch's statistics
     bm.bounds(torch.randn(2, 3), LinfBall(0.1))
 
 

@@ -91,3 +91,27 @@ class BatchNormFoldBias(Rule):
     def forward(self, bias, mean, var, gamma, beta, eps):
         scale, shift = bn_scale_shift(mean, var, gamma, beta, eps)
         return shift if bias is None else bias * scale + shift
+
+
+def _reduced_dims(x: Tensor) -> list[int]:
+    return [0] + list(range(2, x.dim()))
+
+
+@rule("bn_batch_mean")
+class BatchMean(Rule):
+    """The per-channel mean of a batch, as batch norm computes it in training mode."""
+
+    perturbable = ()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=_reduced_dims(x))
+
+
+@rule("bn_batch_var")
+class BatchVariance(Rule):
+    """The per-channel (biased) variance of a batch, as batch norm normalises with it in training mode."""
+
+    perturbable = ()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.var(dim=_reduced_dims(x), unbiased=False)

@@ -1,5 +1,5 @@
 """Compiler passes over the IR; each is a function from graph to graph (or to an analysis)."""
-from .batchnorm import fold_batchnorm
+from .batchnorm import fold_batchnorm, use_batch_statistics
 from .canonicalize import canonicalize
 from .dead_code import eliminate_dead_nodes
 from .perturbed import mark_perturbed
@@ -8,5 +8,5 @@ from .schedule import METHODS, Schedule, Step, schedule
 from .shapes import evaluate, propagate_shapes
 from .spec import fuse_spec
 
-__all__ = ["canonicalize", "propagate_shapes", "evaluate", "eliminate_dead_nodes", "fold_batchnorm",
+__all__ = ["canonicalize", "propagate_shapes", "evaluate", "eliminate_dead_nodes", "fold_batchnorm", "use_batch_statistics",
            "mark_perturbed", "fuse_spec", "attach_rules", "schedule", "Schedule", "Step", "METHODS"]

@@ -148,7 +148,8 @@ def canonicalize(traced: Traced, model: nn.Module) -> BoundGraph:
                 raise call.fail("a value computed from a tensor (or its shape) is used where this op needs "
                                 "a constant; only reshapes may take shapes")
             graph.add(Node(n.name, rule_name, tuple(operands), attrs, source,
-                           tuple(value.shape) if isinstance(value, torch.Tensor) else None))
+                           tuple(value.shape) if isinstance(value, torch.Tensor) else None,
+                           module=n.target if module is not None else ""))
             env[n.name] = Ref(n.name)
     if not isinstance(output, fx.Node) or not isinstance(env.get(output.name), Ref):
         raise UnsupportedOpError("output", "output", "", "the model must return a single tensor that depends "

@@ -12,7 +12,7 @@ def mark_perturbed(graph: BoundGraph, perturbed_inputs: Iterable[int]) -> BoundG
     out = graph.copy()
     for node in out:
         if node.op == "input":
-            node.perturbed = node.attrs["index"] in indices
+            node.perturbed = node.attrs["index"] in indices and not node.attrs.get("clean")
         else:
             node.perturbed = any(out[r].perturbed for r in node.refs())
     return out

@@ -3,7 +3,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
-from boundgraph import BoundedModule
+from boundgraph import BoundedModule, LinfBall
 from boundgraph.ops import RULES
 from tests.helpers import DTYPE, _randomize_bn, assert_adjoint, assert_sound_all_methods, perturbations
 
@@ -55,3 +55,56 @@ def test_batchnorm_backward_is_the_transpose():
     stats = [torch.randn(3, generator=g, dtype=DTYPE), torch.rand(3, generator=g, dtype=DTYPE) + 0.1,
              torch.randn(3, generator=g, dtype=DTYPE), torch.randn(3, generator=g, dtype=DTYPE)]
     assert_adjoint(RULES["batch_norm"], x, tuple(stats), dict(eps=1e-5, ndim=4))
+
+
+def frozen_to_batch_statistics(model, x):
+    """An eval-mode copy of ``model`` whose norms use the statistics ``x``'s batch gives them: the
+    function that bounds in training mode cover."""
+    import copy
+    frozen = copy.deepcopy(model).train()
+    captured = {}
+    hooks = [m.register_forward_hook(lambda m, inp, out: captured.__setitem__(m, inp[0].detach()))
+             for m in frozen.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        frozen(x)
+    for h in hooks:
+        h.remove()
+    for m, h in captured.items():
+        dims = [0] + list(range(2, h.dim()))
+        m.running_mean.copy_(h.mean(dims))
+        m.running_var.copy_(h.var(dims, unbiased=False))
+    return frozen.eval()
+
+
+@given(st.integers(0, 2**16), st.data())
+def test_batchnorm_in_training_mode_bounds_the_net_normalised_by_the_clean_batch(seed, data):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 2, 3), nn.ReLU(),
+                          nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 2 * 2, 4), nn.BatchNorm1d(4), nn.ReLU(),
+                          nn.Linear(4, 2)).to(DTYPE).train()
+    x0 = torch.randn(5, 1, 6, 6, dtype=DTYPE)
+    ptb = data.draw(perturbations(x0))
+    bm = BoundedModule(model, x0)
+    frozen = frozen_to_batch_statistics(model, x0)
+    reference = BoundedModule(frozen, x0)
+    g = torch.Generator().manual_seed(seed)
+    from tests.helpers import METHODS, sample
+    for method in METHODS:
+        lb, ub = bm.bounds(x0, ptb, method=method)
+        expected = reference.bounds(x0, ptb, method=method)
+        torch.testing.assert_close((lb, ub), tuple(expected))  # the same bounds as the frozen net's
+        for point in sample(ptb, x0, 6, g):
+            out = frozen(point)
+            assert (out >= lb - 1e-6).all() and (out <= ub + 1e-6).all()
+
+
+def test_training_mode_bounds_send_gradients_through_the_batch_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).to(DTYPE).train()
+    x = torch.randn(6, 3, dtype=DTYPE)
+    bm = BoundedModule(model, x)
+    running = model[1].running_mean.clone()
+    bm.bounds(x, LinfBall(0.1), method="crown-ibp").lower.sum().backward()
+    assert model[0].weight.grad is not None and model[0].weight.grad.abs().sum() > 0
+    assert torch.equal(model[1].running_mean, running)  # bounds leave the running statistics alone
+    assert "BN_BATCH_VAR.forward(" in str(bm.program("crown-ibp", batch_statistics=["_1"]))
