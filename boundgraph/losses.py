@@ -1,9 +1,11 @@
 """Specifications and losses for certified training."""
 from __future__ import annotations
 
+from typing import Union
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .bounded_module import BoundedModule
 from .perturbation import Perturbation
@@ -27,19 +29,22 @@ def worst_case_logits(margin_lower: Tensor, y: Tensor) -> Tensor:
     return logits.masked_scatter(others, -margin_lower)
 
 
-def robust_loss(bm: BoundedModule, x: Tensor, y: Tensor, perturbation: Perturbation, method: str = "crown-ibp",
-                beta: float = 1.0, kappa: float = 0.0) -> Tensor:
+def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, perturbation: Perturbation,
+                method: str = "crown-ibp", beta: float = 1.0, kappa: float = 0.0) -> Tensor:
     """The CROWN-IBP objective (Zhang et al. 2020): ``κ·CE(f(x), y) + (1−κ)·CE(−m, y)`` where the margin
-    lower bound is ``m = β·m_CROWN-IBP + (1−β)·m_IBP`` (``method="ibp"`` means β = 0)."""
-    classes = bm.output_shape[0]
-    C = margin_spec(y, classes).to(x.dtype)
+    lower bound is ``m = β·m_CROWN-IBP + (1−β)·m_IBP`` (``method="ibp"`` means β = 0).
+
+    ``bm`` is a ``BoundedModule`` or a ``DistributedDataParallel`` around one: every computation goes
+    through its ``forward``, so DDP synchronises the gradients of the certified loss."""
+    bounded = bm.module if isinstance(bm, nn.parallel.DistributedDataParallel) else bm
+    C = margin_spec(y, bounded.output_shape[0]).to(x.dtype)
     use_crown = method == "crown-ibp" and beta > 0
     margin = 0
     if use_crown:
-        margin = beta * bm.bounds(x, perturbation, "crown-ibp", C=C, bound_upper=False).lower
+        margin = beta * bm(x, perturbation=perturbation, method="crown-ibp", C=C, bound_upper=False).lower
     if not use_crown or beta < 1:
-        margin = margin + (1 - beta if use_crown else 1.0) * bm.bounds(x, perturbation, "ibp", C=C,
-                                                                        bound_upper=False).lower
+        ibp = bm(x, perturbation=perturbation, method="ibp", C=C, bound_upper=False).lower
+        margin = margin + (1 - beta if use_crown else 1.0) * ibp
     loss = F.cross_entropy(worst_case_logits(margin, y), y)
     if kappa > 0:
         loss = kappa * F.cross_entropy(bm(x), y) + (1 - kappa) * loss
