@@ -30,12 +30,15 @@ def worst_case_logits(margin_lower: Tensor, y: Tensor) -> Tensor:
 
 
 def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, perturbation: Perturbation,
-                method: str = "crown-ibp", beta: float = 1.0, kappa: float = 0.0) -> Tensor:
+                method: str = "crown-ibp", beta: float = 1.0, kappa: float = 0.0,
+                return_margins: bool = False) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """The CROWN-IBP objective (Zhang et al. 2020): ``κ·CE(f(x), y) + (1−κ)·CE(−m, y)`` where the margin
     lower bound is ``m = β·m_CROWN-IBP + (1−β)·m_IBP`` (``method="ibp"`` means β = 0).
 
     ``bm`` is a ``BoundedModule`` or a ``DistributedDataParallel`` around one: every computation goes
-    through its ``forward``, so DDP synchronises the gradients of the certified loss."""
+    through its ``forward``, so DDP synchronises the gradients of the certified loss. With
+    ``return_margins``, also the margin lower bounds ``m`` (``(batch, classes − 1)``; an example is
+    certified by them when all are positive)."""
     bounded = bm.module if isinstance(bm, nn.parallel.DistributedDataParallel) else bm
     C = margin_spec(y, bounded.output_shape[0]).to(x.dtype)
     use_crown = method == "crown-ibp" and beta > 0
@@ -48,4 +51,4 @@ def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, pertu
     loss = F.cross_entropy(worst_case_logits(margin, y), y)
     if kappa > 0:
         loss = kappa * F.cross_entropy(bm(x), y) + (1 - kappa) * loss
-    return loss
+    return (loss, margin) if return_margins else loss

