@@ -1,6 +1,5 @@
 """One CROWN-IBP step under DistributedDataParallel (2 CPU processes, gloo) gives the parameters that
 the same step on one process with the whole batch gives."""
-import os
 
 import torch
 import torch.distributed as dist
