@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from boundgraph import BoundedModule, LinfBall, evaluate, robust_loss  # noqa: E402
+from boundgraph import BoundedModule, LinfBall, evaluate, margin_spec, robust_loss  # noqa: E402
 from boundgraph.schedules import FollowEps, LinearRamp, SmoothedRamp  # noqa: E402
 from examples.data import load_dataset  # noqa: E402
 from examples.models import MODELS  # noqa: E402
@@ -171,8 +172,13 @@ def train(args) -> dict:
         for step, (x, y) in enumerate(batches):
             at = epoch * steps_per_epoch + step
             eps, kappa, beta = eps_schedule.value(at), kappa_schedule.value(at), beta_schedule.value(at)
-            loss, margins = robust_loss(bm, x, y, LinfBall(eps, clip=(0.0, 1.0)), args.method, beta=beta,
-                                        kappa=kappa, return_margins=True)
+            if eps == 0:  # warm-up: κ = 1, so the natural loss alone; at ε = 0 margins are exact
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                margins = torch.einsum("bso,bo->bs", margin_spec(y, logits.shape[1]), logits.detach())
+            else:
+                loss, margins = robust_loss(bm, x, y, LinfBall(eps, clip=(0.0, 1.0)), args.method, beta=beta,
+                                            kappa=kappa, return_margins=True)
             optimizer.zero_grad()
             loss.backward()
             if args.grad_clip:
