@@ -8,6 +8,7 @@ the model's parameters by attribute at every call, so it always bounds the live 
 from __future__ import annotations
 
 import itertools
+import keyword
 import linecache
 import math
 from typing import Any, Callable
@@ -97,14 +98,15 @@ def _plain(value: Any) -> bool:
 def _attribute_path(root: str, path: str) -> str:
     expr = root
     for part in path.split("."):
-        expr = f"{expr}.{part}" if part.isidentifier() else f"getattr({expr}, {part!r})"
+        plain = part.isidentifier() and not keyword.iskeyword(part)
+        expr = f"{expr}.{part}" if plain else f"getattr({expr}, {part!r})"
     return expr
 
 
 _HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "unstable_rows": unstable_rows,
             "rows_start": rows_start, "refine": refine, "Interval": Interval}
 _RESERVED = {"model", "inputs", "perturbations", "C", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
-             "False", "len"} | set(_HELPERS)
+             "False", "len"} | set(_HELPERS) | set(keyword.kwlist)
 
 
 def _derived(var: str) -> list[str]:

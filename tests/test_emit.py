@@ -57,3 +57,14 @@ def test_a_node_named_like_a_program_variable_does_not_clash():
     x = torch.randn(2, 3, dtype=DTYPE)
     lb, ub = assert_sound(BoundedModule(model, x), x, LinfBall(0.0), "crown")
     torch.testing.assert_close(lb, model(x))
+
+
+def test_modules_named_like_python_keywords_are_read_by_getattr():
+    model = nn.Sequential()
+    model.add_module("lambda", nn.Linear(3, 2))
+    model.add_module("class", nn.ReLU())
+    model = model.to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    bm = BoundedModule(model, x)
+    assert "getattr(model, 'lambda').weight" in str(bm.program("crown"))
+    assert_sound(bm, x, LinfBall(0.1), "crown")
