@@ -86,11 +86,11 @@ class BoundedModule(nn.Module):
 
     def program(self, method: str = "crown-ibp", *, perturbed: Optional[Sequence[int]] = None,
                 with_spec: bool = False, bound_lower: bool = True, bound_upper: bool = True,
-                lines: str = "adaptive", batch_statistics: Sequence[str] = ()) -> BoundProgram:
+                lines: str = "adaptive", batch_statistics: Sequence[str] = (), with_ibp: bool = False) -> BoundProgram:
         """The bound program for ``method`` (compiled on first use, then cached); print it to read it.
         ``perturbed``: indices of the perturbed inputs (all by default); ``with_spec``: takes ``C``;
         ``batch_statistics``: batch-norm nodes that normalise with the clean batch's statistics
-        (those in training mode)."""
+        (those in training mode); ``with_ibp``: also return the output's IBP bounds, from the same pass."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
         if lines not in LINE_STRATEGIES:
@@ -101,32 +101,42 @@ class BoundedModule(nn.Module):
         if not perturbed:
             raise ValueError("at least one input must be perturbed")
         norms = tuple(sorted(batch_statistics))
-        key = (method, perturbed, with_spec, bound_lower, bound_upper, lines, norms)
+        key = (method, perturbed, with_spec, bound_lower, bound_upper, lines, norms, with_ibp)
         if key not in self._programs:
             graph = fold_batchnorm(use_batch_statistics(self._unfolded, set(norms))) if norms else self.graph
             graph = mark_perturbed(graph, perturbed)
             if with_spec:
                 graph = fuse_spec(graph)
             rules = attach_rules(graph)
-            self._programs[key] = emit(graph, rules, schedule(graph, rules, method), bound_lower=bound_lower,
+            self._programs[key] = emit(graph, rules, schedule(graph, rules, method, with_ibp), bound_lower=bound_lower,
                                        bound_upper=bound_upper, lines=lines)
         return self._programs[key]
 
     def bounds(self, x: Inputs, perturbation: Union[Perturbation, Sequence[Optional[Perturbation]]],
                method: str = "crown-ibp", C: Optional[Tensor] = None, *, bound_lower: bool = True,
-               bound_upper: bool = True, lines: str = "adaptive") -> Interval:
+               bound_upper: bool = True, lines: str = "adaptive", beta: float = 1.0) -> Interval:
         """``(lower, upper)`` bounds of ``C·model(x')`` for every ``x'`` in the perturbation set:
         ``(batch, specs)`` with ``C`` of shape ``(batch, specs, outputs)``, else the output's shape.
-        A bound not asked for (``bound_lower``/``bound_upper``) is None and costs nothing."""
+        A bound not asked for (``bound_lower``/``bound_upper``) is None and costs nothing.
+        ``beta`` < 1 mixes in IBP, ``β·bound + (1−β)·IBP`` (CROWN-IBP's training bound, Zhang et al.
+        2020), with both from one pass over the intermediate intervals."""
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must lie in [0, 1], got {beta}")
+        if beta == 0.0:
+            method = "ibp"
         inputs = self._check_inputs(x)
         perturbations = self._check_perturbations(perturbation, inputs)
         self._check_spec(C, inputs[0].shape[0])
         self._check_modes()
         perturbed = [i for i, p in enumerate(perturbations) if p is not None]
         norms = [name for name, module in self._norms if module.training]
+        mix = beta < 1.0 and method != "ibp"
         program = self.program(method, perturbed=perturbed, with_spec=C is not None, bound_lower=bound_lower,
-                               bound_upper=bound_upper, lines=lines, batch_statistics=norms)
-        return program(self.core, inputs, perturbations, C)
+                               bound_upper=bound_upper, lines=lines, batch_statistics=norms, with_ibp=mix)
+        if not mix:
+            return program(self.core, inputs, perturbations, C)
+        tight, ibp = program(self.core, inputs, perturbations, C)
+        return Interval(*(None if t is None else beta * t + (1 - beta) * i for t, i in zip(tight, ibp)))
 
     def _check_inputs(self, x: Inputs) -> tuple:
         inputs = _as_tuple(x)

@@ -1,6 +1,7 @@
 """Emit a bound program: a schedule becomes straight-line torch code, compiled once.
 
-The program is a plain Python function ``(model, inputs, perturbations, C) -> (lower, upper)`` with
+The program is a plain Python function ``(model, inputs, perturbations, C) -> (lower, upper)`` (or
+``(CROWN bounds, IBP bounds)`` when its schedule asks for both) with
 one or two lines per step and a comment naming each node's op and source line; ``str(program)`` is
 its code. It calls the rules' methods directly, so a call does no graph interpretation, and it reads
 the model's parameters by attribute at every call, so it always bounds the live model.
@@ -264,12 +265,14 @@ class _Emitter:
         for step in self.sched.steps:
             getattr(self, step.kind)(step)
         out, var = self.graph[self.sched.output], self.v[self.sched.output]
+        low = f"{var}.lower" if self.bound_lower else "None"
+        high = f"{var}.upper" if self.bound_upper else "None"
         if not out.perturbed:
             self.line(f"return Interval({var}, {var})")
         elif self.sched.method == "ibp":
-            low = f"{var}.lower" if self.bound_lower else "None"
-            high = f"{var}.upper" if self.bound_upper else "None"
             self.line(f"return Interval({low}, {high})")
+        elif self.sched.with_ibp:
+            self.line(f"return {var}_crown, Interval({low}, {high})")
         else:
             self.line(f"return {var}_crown")
         fname = name.replace("-", "_") + "_bounds"

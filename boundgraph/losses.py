@@ -41,13 +41,8 @@ def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, pertu
     certified by them when all are positive)."""
     bounded = bm.module if isinstance(bm, nn.parallel.DistributedDataParallel) else bm
     C = margin_spec(y, bounded.output_shape[0]).to(x.dtype)
-    use_crown = method == "crown-ibp" and beta > 0
-    margin = 0
-    if use_crown:
-        margin = beta * bm(x, perturbation=perturbation, method="crown-ibp", C=C, bound_upper=False).lower
-    if not use_crown or beta < 1:
-        ibp = bm(x, perturbation=perturbation, method="ibp", C=C, bound_upper=False).lower
-        margin = margin + (1 - beta if use_crown else 1.0) * ibp
+    margin = bm(x, perturbation=perturbation, method=method, C=C, bound_upper=False,
+                beta=beta if method == "crown-ibp" else 1.0).lower
     loss = F.cross_entropy(worst_case_logits(margin, y), y)
     if kappa > 0:
         loss = kappa * F.cross_entropy(bm(x), y) + (1 - kappa) * loss

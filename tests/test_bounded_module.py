@@ -162,3 +162,20 @@ def test_a_data_parallel_wrapper_is_traced_through():
     x = torch.randn(2, 4, dtype=DTYPE)
     assert bm.core is model
     assert_sound(bm, x, LinfBall(0.1), "crown-ibp")
+
+
+def test_beta_mixes_in_ibp_from_the_same_pass():
+    model = mlp()
+    x = torch.randn(3, 4, dtype=DTYPE)
+    C = random_spec(3, 2, 3, seed=3)
+    bm = BoundedModule(model, x)
+    crown_ibp = bm.bounds(x, LinfBall(0.1), "crown-ibp", C=C)
+    ibp = bm.bounds(x, LinfBall(0.1), "ibp", C=C)
+    mixed = bm.bounds(x, LinfBall(0.1), "crown-ibp", C=C, beta=0.4)
+    torch.testing.assert_close(mixed.lower, 0.4 * crown_ibp.lower + 0.6 * ibp.lower)
+    torch.testing.assert_close(mixed.upper, 0.4 * crown_ibp.upper + 0.6 * ibp.upper)
+    torch.testing.assert_close(tuple(bm.bounds(x, LinfBall(0.1), "crown-ibp", C=C, beta=0.0)), tuple(ibp))
+    code = str(bm.program("crown-ibp", with_spec=True, with_ibp=True))
+    assert code.count("LINEAR.interval(") == str(bm.program("ibp", with_spec=True)).count("LINEAR.interval(")
+    with pytest.raises(ValueError, match="beta"):
+        bm.bounds(x, LinfBall(0.1), "crown-ibp", beta=1.5)

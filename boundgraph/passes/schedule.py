@@ -32,9 +32,10 @@ class Schedule:
     method: str
     output: str
     steps: list[Step]
+    with_ibp: bool = False  # the output's IBP interval too (for β·CROWN-IBP + (1−β)·IBP), from the same pass
 
 
-def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str) -> Schedule:
+def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str, with_ibp: bool = False) -> Schedule:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     topo = list(graph.nodes)
@@ -42,7 +43,7 @@ def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str) -> Schedule
     nonlinear = [n for n in topo if n in live and graph[n].perturbed and isinstance(rules.get(n), Nonlinear)]
     pre_activations = {graph[n].operands[0].name for n in nonlinear}
 
-    if method == "ibp":
+    if method == "ibp" or with_ibp:
         need_interval = {n for n in live if graph[n].perturbed}
     else:
         need_interval = set()
@@ -71,4 +72,4 @@ def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str) -> Schedule
             steps.append(Step("lines", name))
     if method != "ibp" and graph[graph.output].perturbed:
         steps.append(sweep(graph.output))
-    return Schedule(method, graph.output, steps)
+    return Schedule(method, graph.output, steps, with_ibp and method != "ibp")
