@@ -151,7 +151,7 @@ def train(args) -> dict:
     first_epoch = 0
     checkpoint = out / "checkpoint.pt"
     if args.resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         decay.load_state_dict(state["decay"])

@@ -29,7 +29,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--data-dir", help="the dataset's files (default: where the run found them)")
     args = parser.parse_args(argv)
-    state = torch.load(args.checkpoint, weights_only=False)
+    state = torch.load(args.checkpoint)
     run = argparse.Namespace(**state["args"])
     model = build_model(run)
     model.load_state_dict(state["model"])

@@ -25,8 +25,8 @@ def test_resume_reproduces_the_parameters_of_an_uninterrupted_run(tmp_path):
     main(common + ["--epochs", "2", "--out-dir", str(tmp_path / "straight")])
     main(common + ["--epochs", "1", "--out-dir", str(tmp_path / "resumed")])
     main(common + ["--epochs", "2", "--out-dir", str(tmp_path / "resumed"), "--resume"])
-    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
-    resumed = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt")
+    resumed = torch.load(tmp_path / "resumed" / "checkpoint.pt")
     for name, value in straight["model"].items():
         torch.testing.assert_close(resumed["model"][name], value, rtol=0, atol=0, msg=name)
     assert [e["loss"] for e in resumed["log"]] == [e["loss"] for e in straight["log"]]
