@@ -125,7 +125,7 @@ def plot(log: list, path: Path) -> None:
     eps_axis.set_ylabel("ε")
     eps_axis.set_ylim(0, max(e["eps"] for e in log) * 1.05 or 1.0)
     lines = errors.get_legend_handles_labels()[0] + eps_axis.get_legend_handles_labels()[0]
-    errors.legend(lines, [line.get_label() for line in lines], loc="upper right")
+    errors.legend(lines, [line.get_label() for line in lines], loc="center right")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
