@@ -15,7 +15,7 @@ from .perturbation import Perturbation
 @torch.no_grad()
 def certified(bm: BoundedModule, x: Tensor, y: Tensor, perturbation: Perturbation, method: str) -> Tensor:
     """Per example: whether every margin ``f_y − f_j`` has a positive lower bound over the set."""
-    C = margin_spec(y, bm.output_shape[0]).to(x.dtype)
+    C = margin_spec(y, bm.output_shape[0], x.dtype)
     return (bm.bounds(x, perturbation, method, C=C, bound_upper=False).lower > 0).all(1)
 
 

@@ -11,10 +11,10 @@ from .bounded_module import BoundedModule
 from .perturbation import Perturbation
 
 
-def margin_spec(y: Tensor, classes: int) -> Tensor:
-    """``C`` whose rows are ``e_y − e_j`` for every ``j ≠ y``: ``(batch, classes − 1, classes)``.
-    ``C·f(x) > 0`` row by row is exactly "``x`` is classified as ``y``"."""
-    eye = torch.eye(classes, device=y.device)
+def margin_spec(y: Tensor, classes: int, dtype: torch.dtype | None = None) -> Tensor:
+    """``C`` whose rows are ``e_y − e_j`` for every ``j ≠ y``: ``(batch, classes − 1, classes)``, in
+    ``dtype`` (torch's default if None). ``C·f(x) > 0`` row by row is exactly "``x`` is classified as ``y``"."""
+    eye = torch.eye(classes, device=y.device, dtype=dtype)
     rows = eye[y].unsqueeze(1) - eye.unsqueeze(0)  # (batch, classes, classes); row y is zero
     others = torch.arange(classes, device=y.device).unsqueeze(0) != y.unsqueeze(1)
     return rows[others].view(y.shape[0], classes - 1, classes)
@@ -40,7 +40,7 @@ def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, pertu
     ``return_margins``, also the margin lower bounds ``m`` (``(batch, classes − 1)``; an example is
     certified by them when all are positive)."""
     bounded = bm.module if isinstance(bm, nn.parallel.DistributedDataParallel) else bm
-    C = margin_spec(y, bounded.output_shape[0]).to(x.dtype)
+    C = margin_spec(y, bounded.output_shape[0], x.dtype)
     margin = bm(x, perturbation=perturbation, method=method, C=C, bound_upper=False,
                 beta=beta if method == "crown-ibp" else 1.0).lower
     loss = F.cross_entropy(worst_case_logits(margin, y), y)

@@ -89,7 +89,7 @@ class _Ball(Perturbation):
         if self.clip is not None:  # empty iff some x_i + ε < low or x_i − ε > high: two reductions decide
             eps = self._spec_radius(x)
             flat = x.reshape(x.shape[0], -1)
-            low, high = (torch.as_tensor(c, dtype=x.dtype, device=x.device) for c in self.clip)
+            low, high = self._clip_bounds(x)
             if bool(((flat.amax(1, keepdim=True) - eps > high) | (flat.amin(1, keepdim=True) + eps < low)).any()):
                 raise ValueError(f"{self!r}: the input lies outside the clip domain {self.clip}, so the set is empty")
 
@@ -97,10 +97,13 @@ class _Ball(Perturbation):
         eps = self._radius(x)
         return Interval(self._clip(x - eps), self._clip(x + eps))
 
+    def _clip_bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        return tuple(torch.as_tensor(c, dtype=like.dtype, device=like.device) for c in self.clip)  # type: ignore
+
     def _clip(self, t: Tensor) -> Tensor:
         if self.clip is None:
             return t
-        low, high = (torch.as_tensor(c, dtype=t.dtype, device=t.device) for c in self.clip)
+        low, high = self._clip_bounds(t)
         return torch.maximum(torch.minimum(t, high), low)
 
 

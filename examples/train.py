@@ -175,7 +175,7 @@ def train(args) -> dict:
             if eps == 0:  # warm-up: κ = 1, so the natural loss alone; at ε = 0 margins are exact
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
-                margins = torch.einsum("bso,bo->bs", margin_spec(y, logits.shape[1]), logits.detach())
+                margins = torch.einsum("bso,bo->bs", margin_spec(y, logits.shape[1], logits.dtype), logits.detach())
             else:
                 loss, margins = robust_loss(bm, x, y, LinfBall(eps, clip=(0.0, 1.0)), args.method, beta=beta,
                                             kappa=kappa, return_margins=True)

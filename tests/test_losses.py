@@ -30,7 +30,7 @@ def tiny():
 def test_robust_loss_equals_the_hand_computed_crown_ibp_formula():
     model, x, y, bm = tiny()
     ptb, beta, kappa = LinfBall(0.1), 0.3, 0.6
-    C = margin_spec(y, 3).to(DTYPE)
+    C = margin_spec(y, 3, DTYPE)
     crown_ibp = bm.bounds(x, ptb, "crown-ibp", C=C).lower
     ibp = bm.bounds(x, ptb, "ibp", C=C).lower
     margin = beta * crown_ibp + (1 - beta) * ibp
@@ -52,7 +52,12 @@ def test_worst_case_cross_entropy_bounds_the_cross_entropy_of_every_perturbed_in
     for _ in range(100):
         point = x + (torch.rand(x.shape, generator=g, dtype=DTYPE) * 2 - 1) * 0.2
         per_example = F.cross_entropy(model(point), y, reduction="none")
-        worst = F.cross_entropy(worst_case_logits(bm.bounds(x, ptb, "crown-ibp", C=margin_spec(y, 3).to(DTYPE),
+        worst = F.cross_entropy(worst_case_logits(bm.bounds(x, ptb, "crown-ibp", C=margin_spec(y, 3, DTYPE),
                                                               bound_upper=False).lower, y), y, reduction="none")
         assert (per_example <= worst + 1e-9).all()
     assert bound.item() > 0
+
+
+def test_margin_spec_is_built_in_the_dtype_asked_for():
+    assert margin_spec(torch.tensor([0, 3]), 4, torch.float64).dtype == torch.float64
+    assert margin_spec(torch.tensor([0, 3]), 4).dtype == torch.get_default_dtype()

@@ -40,3 +40,4 @@ def test_a_config_file_sets_flags_and_the_command_line_overrides_it(tmp_path):
     config.write_text(json.dumps({"epoch": 7}))
     with pytest.raises(SystemExit):
         parse(["--config", str(config)])
+
