@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .emit import BoundProgram, emit
 from .ir import BoundGraph, Interval
 from .ops import LINE_STRATEGIES
-from .passes import (METHODS, attach_rules, canonicalize, eliminate_dead_nodes, evaluate, fold_batchnorm,
+from .passes import (BOUND_METHODS, METHODS, attach_rules, canonicalize, eliminate_dead_nodes, evaluate, fold_batchnorm,
                      fuse_spec, mark_perturbed, propagate_shapes, schedule, use_batch_statistics)
 from .perturbation import Perturbation
 from .trace import trace
@@ -82,7 +82,7 @@ class BoundedModule(nn.Module):
     def forward(self, *x: Tensor, perturbation: Any = None, **bound_options: Any) -> Any:
         if perturbation is None:
             return self.model(*x)
-        return self.bounds(x if len(x) > 1 else x[0], perturbation, **bound_options)
+        return self._propagate(x if len(x) > 1 else x[0], perturbation, **bound_options)
 
     def program(self, method: str = "crown-ibp", *, perturbed: Optional[Sequence[int]] = None,
                 with_spec: bool = False, bound_lower: bool = True, bound_upper: bool = True,
@@ -119,7 +119,22 @@ class BoundedModule(nn.Module):
         ``(batch, specs)`` with ``C`` of shape ``(batch, specs, outputs)``, else the output's shape.
         A bound not asked for (``bound_lower``/``bound_upper``) is None and costs nothing.
         ``beta`` < 1 mixes in IBP, ``β·bound + (1−β)·IBP`` (CROWN-IBP's training bound, Zhang et al.
-        2020), with both from one pass over the intermediate intervals."""
+        2020), with both from one pass over the intermediate intervals where the method has them.
+
+        Methods: ``ibp``, ``crown-ibp``, ``crown`` (every intermediate bound by its own sweep), ``lbp``
+        and ``crown-lbp`` (forward linear bounds, Lyu et al. 2021; one perturbed input). ``lines``:
+        ``adaptive``, ``tight``, ``zero`` or ``one``."""
+        if method not in BOUND_METHODS:
+            if method == "singleprop":
+                raise ValueError("singleprop propagates deviations, not sound bounds: train with "
+                                 "robust_loss(..., method='singleprop') and certify with a bound method")
+            raise ValueError(f"unknown method {method!r}; choose one of {BOUND_METHODS}")
+        return self._propagate(x, perturbation, method, C, bound_lower=bound_lower, bound_upper=bound_upper,
+                               lines=lines, beta=beta)
+
+    def _propagate(self, x: Inputs, perturbation: Union[Perturbation, Sequence[Optional[Perturbation]]],
+                   method: str = "crown-ibp", C: Optional[Tensor] = None, *, bound_lower: bool = True,
+                   bound_upper: bool = True, lines: str = "adaptive", beta: float = 1.0) -> Interval:
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must lie in [0, 1], got {beta}")
         if beta == 0.0:
@@ -131,11 +146,17 @@ class BoundedModule(nn.Module):
         perturbed = [i for i, p in enumerate(perturbations) if p is not None]
         norms = [name for name, module in self._norms if module.training]
         mix = beta < 1.0 and method != "ibp"
-        program = self.program(method, perturbed=perturbed, with_spec=C is not None, bound_lower=bound_lower,
-                               bound_upper=bound_upper, lines=lines, batch_statistics=norms, with_ibp=mix)
+        joint = mix and method in ("crown-ibp", "crown")  # their pass computes IBP's bounds anyway
+        options = dict(perturbed=perturbed, with_spec=C is not None, bound_lower=bound_lower,
+                       bound_upper=bound_upper, lines=lines, batch_statistics=norms)
+        program = self.program(method, with_ibp=joint, **options)
         if not mix:
             return program(self.core, inputs, perturbations, C)
-        tight, ibp = program(self.core, inputs, perturbations, C)
+        if joint:
+            tight, ibp = program(self.core, inputs, perturbations, C)
+        else:
+            tight = program(self.core, inputs, perturbations, C)
+            ibp = self.program("ibp", **options)(self.core, inputs, perturbations, C)
         return Interval(*(None if t is None else beta * t + (1 - beta) * i for t, i in zip(tight, ibp)))
 
     def _check_inputs(self, x: Inputs) -> tuple:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .ir import BoundGraph, Interval, Ref
+from .ir import BoundGraph, Interval, LinearBounds, PerExample, Ref
 from .ops import RULES, Nonlinear, Rule
 from .passes.schedule import Schedule, Step
 
@@ -67,6 +67,28 @@ def refine(bounds: Interval, bound: Tensor, rows: Tensor) -> Interval:
     return Interval(lower.view_as(bounds.lower), upper.view_as(bounds.upper))
 
 
+def linear_start(x: Tensor) -> LinearBounds:
+    """LBP's bounds of the input itself: ``I·x + 0`` on both sides, ``(batch, n_x, *shape)``."""
+    n = x[0].numel()
+    eye = torch.eye(n, dtype=x.dtype, device=x.device).reshape(n, *x.shape[1:])
+    eye = eye.unsqueeze(0).expand(x.shape[0], *eye.shape)
+    zero = torch.zeros_like(x)
+    return LinearBounds(eye, zero, eye, zero)
+
+
+def concretize_linear(bounds: LinearBounds, perturbation: Any, x: Tensor) -> Interval:
+    """The interval of a node from its linear bounds in ``x``: each side minimised (maximised) over the
+    perturbation set by its dual norm, exactly as CROWN concretises at the input."""
+    batch, n = bounds.lower_coef.shape[:2]
+
+    def rows(coef: Tensor) -> Tensor:  # (batch, n_x, *shape) → (batch, n_z, *x_shape)
+        return coef.reshape(batch, n, -1).transpose(1, 2).reshape(batch, -1, *x.shape[1:])
+
+    lower = perturbation.concretize(rows(bounds.lower_coef), x).view_as(bounds.lower_bias) + bounds.lower_bias
+    upper = bounds.upper_bias - perturbation.concretize(rows(-bounds.upper_coef), x).view_as(bounds.upper_bias)
+    return Interval(lower, upper)
+
+
 class BoundProgram:
     """A compiled bound program; call it, or print it to read it."""
 
@@ -105,13 +127,14 @@ def _attribute_path(root: str, path: str) -> str:
 
 
 _HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "unstable_rows": unstable_rows,
-            "rows_start": rows_start, "refine": refine, "Interval": Interval}
+            "rows_start": rows_start, "refine": refine, "Interval": Interval, "linear_start": linear_start,
+            "concretize_linear": concretize_linear, "PerExample": PerExample}
 _RESERVED = {"model", "inputs", "perturbations", "C", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
              "False", "len"} | set(_HELPERS) | set(keyword.kwlist)
 
 
 def _derived(var: str) -> list[str]:
-    return [var, f"{var}_x", f"{var}_lines", f"{var}_crown", f"{var}_rows", f"A_{var}"]
+    return [var, f"{var}_x", f"{var}_lines", f"{var}_crown", f"{var}_rows", f"{var}_lin", f"A_{var}"]
 
 
 def variable_names(graph: BoundGraph) -> dict[str, str]:
@@ -139,6 +162,10 @@ class _Emitter:
         self.indent = 1
         self.globals: dict[str, Any] = dict(_HELPERS, CONSTANTS={})
         self.temp = itertools.count()
+        self.per_example = {n.name for n in graph if n.op in ("input", "spec")}
+        for node in graph:
+            if any(r in self.per_example for r in node.refs()):
+                self.per_example.add(node.name)
         first = next(n for n in graph.inputs() if n.perturbed)
         self.like = f"{self.v[first.name]}_x"
 
@@ -163,9 +190,19 @@ class _Emitter:
             return "None" if backward and self.graph[operand.name].perturbed else self.v[operand.name]
         return self.literal(operand)
 
-    def call_args(self, node_name: str, backward: bool = False) -> str:
+    def call_args(self, node_name: str, backward: bool = False, skip: int = 0, linear: bool = False) -> str:
+        """The node's operands (from the ``skip``-th on) and attributes as call arguments; perturbed
+        operands as None (``backward``) or as their linear bounds (``linear``)."""
         node = self.graph[node_name]
-        args = [self.operand(o, backward) for o in node.operands]
+        args = []
+        for o in node.operands[skip:]:
+            perturbed = isinstance(o, Ref) and self.graph[o.name].perturbed
+            if linear and perturbed:
+                args.append(f"{self.v[o.name]}_lin")
+            elif linear and isinstance(o, Ref) and o.name in self.per_example:
+                args.append(f"PerExample({self.v[o.name]})")
+            else:
+                args.append(self.operand(o, backward))
         args += [f"{k}={self.literal(v)}" for k, v in node.attrs.items()]
         return ", ".join(args)
 
@@ -196,12 +233,36 @@ class _Emitter:
             self.line(f"{var} = perturbations[{i}].interval({var}_x)")
             return
         self.comment(node.name)
-        self.line(f"{var} = {self.rule(node.name)}.interval({self.call_args(node.name)})")
+        transfer = "interval"
+        if self.sched.method == "singleprop" and isinstance(self.rules[node.name], Nonlinear):
+            transfer = "deviation"
+        self.line(f"{var} = {self.rule(node.name)}.{transfer}({self.call_args(node.name)})")
 
     def lines(self, step: Step) -> None:
         node, var = self.graph[step.node], self.v[step.node]
         pre = self.v[node.operands[0].name]
-        self.line(f"{var}_lines = {self.rule(node.name)}.lines({pre}.lower, {pre}.upper, {self.strategy!r})")
+        rest = self.call_args(node.name, skip=1)
+        self.line(f"{var}_lines = {self.rule(node.name)}.lines({pre}.lower, {pre}.upper, {self.strategy!r}"
+                  + (f", {rest})" if rest else ")"))
+
+    def linear(self, step: Step) -> None:
+        node, var = self.graph[step.node], self.v[step.node]
+        if node.op == "input":
+            self.line(f"{var}_x = inputs[{node.attrs['index']}]")
+            self.line(f"{var}_lin = linear_start({var}_x)")
+            return
+        self.comment(node.name)
+        if isinstance(self.rules[node.name], Nonlinear):
+            args = f"{self.v[node.operands[0].name]}_lin, {var}_lines"
+        else:
+            args = self.call_args(node.name, linear=True)
+        self.line(f"{var}_lin = {self.rule(node.name)}.forward_linear({args})")
+
+    def concretize(self, step: Step) -> None:
+        var = self.v[step.node]
+        source = next(n for n in self.graph.inputs() if n.perturbed)
+        self.line(f"{var} = concretize_linear({var}_lin, perturbations[{source.attrs['index']}], "
+                  f"{self.v[source.name]}_x)")
 
     def temporary(self, var: str) -> str:
         while True:
@@ -237,7 +298,8 @@ class _Emitter:
             else:
                 call = f"{rule}.backward(A_{var}, {self.call_args(name, backward=True)})"
             targets, sums = [], []
-            for o in node.operands:
+            operands = node.operands[:1] if isinstance(self.rules[name], Nonlinear) else node.operands
+            for o in operands:
                 if isinstance(o, Ref) and self.graph[o.name].perturbed:
                     into = self.v[o.name]
                     if o.name in reached:
@@ -269,7 +331,7 @@ class _Emitter:
         high = f"{var}.upper" if self.bound_upper else "None"
         if not out.perturbed:
             self.line(f"return Interval({var}, {var})")
-        elif self.sched.method == "ibp":
+        elif self.sched.method in ("ibp", "lbp", "singleprop"):
             self.line(f"return Interval({low}, {high})")
         elif self.sched.with_ibp:
             self.line(f"return {var}_crown, Interval({low}, {high})")

@@ -37,6 +37,25 @@ class Interval(NamedTuple):
         return (self.upper + self.lower).mul_(0.5), (self.upper - self.lower).mul_(0.5)
 
 
+class PerExample(NamedTuple):
+    """A constant operand with one value per example (it depends on an input or on ``C``), marked so
+    that LBP can repeat it for each input slice of a coefficient."""
+
+    value: Tensor
+
+
+class LinearBounds(NamedTuple):
+    """Forward-mode linear bounds of a perturbed tensor in the perturbed input ``x`` (LBP, Lyu et al.
+    2021): ``lower_coef·x + lower_bias ≤ z ≤ upper_coef·x + upper_bias``. A coefficient is
+    ``(batch, n_x, *shape)``, one slice per input element (``n_x`` = elements of one example of ``x``);
+    a bias is ``(batch, *shape)``."""
+
+    lower_coef: Tensor
+    lower_bias: Tensor
+    upper_coef: Tensor
+    upper_bias: Tensor
+
+
 @dataclass
 class Node:
     name: str

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from boundgraph import Box, BoundedModule, L2Ball, LinfBall
 
-METHODS = ("ibp", "crown-ibp", "crown")
+METHODS = ("ibp", "crown-ibp", "crown", "lbp", "crown-lbp")
 DTYPE = torch.float64
 
 

@@ -17,8 +17,12 @@ class ReLU(Nonlinear):
 
     Lines (Zhang et al. 2018, CROWN): stable active ``z``, stable inactive ``0``; unstable
     (``l < 0 < u``): upper ``u/(u−l)·(z − l)``, lower ``αz`` with α by ``strategy``: ``"adaptive"``
-    α = 1 if u > −l else 0, ``"zero"`` α = 0, ``"one"`` α = 1.
+    α = 1 if u > −l else 0, ``"zero"`` α = 0, ``"one"`` α = 1, ``"tight"`` (Lyu et al. 2021: each line
+    meets σ at the end of the interval it bounds, so over ``[l, u]`` the lower line stays ≥ σ(l) and the
+    upper ≤ σ(u), which makes CROWN and LBP at least as tight as IBP) α = 0.
     """
+
+    lipschitz = 1.0
 
     def forward(self, x: Tensor) -> Tensor:
         return x.clamp(min=0)
@@ -32,7 +36,7 @@ class ReLU(Nonlinear):
         upper_bias = torch.where(unstable, -slope * lower, torch.zeros_like(lower))
         if strategy == "adaptive":
             alpha = (upper > -lower).to(lower.dtype)
-        elif strategy in ("zero", "one"):
+        elif strategy in ("zero", "one", "tight"):
             alpha = torch.full_like(lower, 1.0 if strategy == "one" else 0.0)
         else:
             raise ValueError(f"relu: unknown line strategy {strategy!r}")

@@ -79,7 +79,7 @@ class Add(Rule):
 class Mul(Rule):
     """``z = x · c`` with ``c`` constant (either operand may be the perturbed one; ``−x`` is ``x·(−1)``).
 
-    IBP: ``[min(l c, u c), max(l c, u c)]``. CROWN: ``A ← A·c`` (summed over broadcast dimensions).
+    IBP: ``[c⁺l + c⁻u, c⁺u + c⁻l]``. CROWN: ``A ← A·c`` (summed over broadcast dimensions).
     The product of two perturbed tensors is not linear and has no rule here.
     """
 
@@ -106,8 +106,10 @@ class Mul(Rule):
 
     def interval(self, a, b, shapes=None) -> Interval:
         x, c = (a, self.factor(b)) if isinstance(a, Interval) else (b, self.factor(a))
-        low, high = x.lower * c, x.upper * c
-        return Interval(torch.minimum(low, high), torch.maximum(low, high))
+        if not isinstance(c, Tensor):
+            return Interval(x.lower * c, x.upper * c) if c >= 0 else Interval(x.upper * c, x.lower * c)
+        positive, negative = c.clamp(min=0), c.clamp(max=0)
+        return Interval(x.lower * positive + x.upper * negative, x.upper * positive + x.lower * negative)
 
     def backward(self, A, a, b, shapes):
         if a is None:

@@ -13,11 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedOpError
-from ..ir import Interval, Ref
+from ..ir import Interval, LinearBounds, PerExample, Ref
 
 RULES: dict[str, "Rule"] = {}
 SPELLINGS: dict[Any, str] = {}
-LINE_STRATEGIES = ("adaptive", "zero", "one")
+LINE_STRATEGIES = ("adaptive", "tight", "zero", "one")
 _REQUIRED = object()
 
 
@@ -112,6 +112,38 @@ class Rule:
         operand (None for constants) and the bias ``A·(constant part)``, ``(batch, specs)`` or 0."""
         raise NotImplementedError
 
+    def forward_linear(self, *operands: Any, **attrs: Any) -> LinearBounds:
+        """LBP (Lyu et al. 2021) through a node affine in its perturbed operands, ``z = L(x) + c``:
+        ``W'_l = L⁺W_l + L⁻W_u``, ``b'_l = L⁺b_l + L⁻b_u + c`` (upper mirrored). That is this op's own
+        interval rule applied to the biases, and to the coefficients with each input element's slice
+        as one more example (then less ``c = op(0)``, which the coefficients must not carry).
+        Coefficient pairs are not ordered elementwise, so an affine rule's ``interval`` must be written
+        as ``L⁺l + L⁻u`` (or centre and radius), never with an elementwise min/max of ``l`` and ``u``."""
+        first = next(o for o in operands if isinstance(o, LinearBounds))
+        batch, n = first.lower_coef.shape[:2]
+        coefs, biases, zeros = [], [], []
+        for o in operands:
+            if isinstance(o, LinearBounds):
+                coefs.append(Interval(o.lower_coef.flatten(0, 1), o.upper_coef.flatten(0, 1)))
+                biases.append(Interval(o.lower_bias, o.upper_bias))
+                zeros.append(torch.zeros_like(o.lower_bias))
+            elif isinstance(o, PerExample):
+                coefs.append(o.value.repeat_interleave(n, 0) if o.value.shape[0] == batch else o.value)
+                biases.append(o.value)
+                zeros.append(o.value)
+            else:
+                coefs.append(o)
+                biases.append(o)
+                zeros.append(o)
+        bias = self.interval(*biases, **attrs)
+        coef = self.interval(*coefs, **attrs)
+        offset = self.forward(*zeros, **attrs).unsqueeze(1)
+
+        def unfold(t: Tensor) -> Tensor:
+            return t.reshape(batch, n, *t.shape[1:]) - offset
+
+        return LinearBounds(unfold(coef.lower), bias.lower, unfold(coef.upper), bias.upper)
+
 
 class Lines(NamedTuple):
     """Elementwise linear bounds ``lower_slope·z + lower_bias ≤ σ(z) ≤ upper_slope·z + upper_bias``
@@ -124,20 +156,43 @@ class Lines(NamedTuple):
 
 
 class Nonlinear(Rule):
-    """An elementwise nonlinearity σ, monotone non-decreasing unless ``interval`` says otherwise.
+    """An elementwise nonlinearity σ of its first operand (further operands are constants, e.g. learnt
+    parameters), monotone non-decreasing unless ``interval`` says otherwise.
 
     CROWN (Zhang et al. 2018) passes a lower-bound coefficient through σ by its lines:
     ``A ← A⁺·lower_slope + A⁻·upper_slope``, ``bias += A⁺·lower_bias + A⁻·upper_bias``.
+    LBP (Lyu et al. 2021) pushes forward linear bounds through the same lines (``forward_linear``).
+    ``lipschitz``: the largest slope of σ (GloRo), None when unknown.
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    lipschitz: Optional[float] = None
+
+    def forward(self, x: Tensor, *constants: Any, **attrs: Any) -> Tensor:
         raise NotImplementedError
 
-    def interval(self, x: Interval) -> Interval:
-        return Interval(self.forward(x.lower), self.forward(x.upper))
+    def interval(self, x: Interval, *constants: Any, **attrs: Any) -> Interval:
+        return Interval(self.forward(x.lower, *constants, **attrs), self.forward(x.upper, *constants, **attrs))
 
-    def lines(self, lower: Tensor, upper: Tensor, strategy: str) -> Lines:
+    def lines(self, lower: Tensor, upper: Tensor, strategy: str, *constants: Any, **attrs: Any) -> Lines:
         raise NotImplementedError
+
+    def forward_linear(self, x: LinearBounds, lines: Lines) -> LinearBounds:  # type: ignore[override]
+        """``σ(z) ≥ s_l z + t_l ≥ s_l⁺(W_l x + b_l) + s_l⁻(W_u x + b_u) + t_l``; the upper bound mirrored."""
+        lower_slope, lower_bias, upper_slope, upper_bias = lines
+        lower_coef, lower_b = _scale_pair(x.lower_coef, x.lower_bias, x.upper_coef, x.upper_bias, lower_slope)
+        upper_coef, upper_b = _scale_pair(x.upper_coef, x.upper_bias, x.lower_coef, x.lower_bias, upper_slope)
+        if lower_bias is not None:
+            lower_b = lower_b + lower_bias
+        return LinearBounds(lower_coef, lower_b, upper_coef, upper_b + upper_bias)
+
+    def deviation(self, x: Interval, *constants: Any, **attrs: Any) -> Interval:
+        """SingleProp (Boopathy et al. 2021), *not a bound*: the clean value ``c`` (the interval's centre)
+        goes through σ exactly and the deviation ``v`` (its radius) is scaled by the slope of CROWN's
+        upper line on ``[c − v, c + v]`` (Fast-Lin's ``g``): ``[σ(c) − s v, σ(c) + s v]``."""
+        centre, radius = x.centre_radius()
+        slope = self.lines(x.lower, x.upper, "adaptive", *constants, **attrs).upper_slope
+        value, spread = self.forward(centre, *constants, **attrs), slope * radius
+        return Interval(value - spread, value + spread)
 
     def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:
         """Where tighter input bounds could tighten the lines (full CROWN refines only those)."""
@@ -186,6 +241,17 @@ class _ThroughLines(torch.autograd.Function):
             d_ls = (grad_A * positive).sum(1) if needs[1] else None
             d_lb = torch.matmul(row, positive.flatten(2)).view_as(lower_bias) if needs[2] else None
         return d_A, d_ls, d_lb, d_us, d_ub
+
+
+def _scale_pair(coef: Tensor, bias: Tensor, other_coef: Tensor, other_bias: Tensor,
+                slope: Tensor) -> tuple[Tensor, Tensor]:
+    """``slope⁺·(coef, bias) + slope⁻·(other_coef, other_bias)``, slopes broadcast over the input slices;
+    one pass when no slope is negative (monotone σ)."""
+    if bool((slope >= 0).all()):
+        return coef * slope.unsqueeze(1), bias * slope
+    positive, negative = slope.clamp(min=0), slope.clamp(max=0)
+    return (coef * positive.unsqueeze(1) + other_coef * negative.unsqueeze(1),
+            bias * positive + other_bias * negative)
 
 
 def spec_dot(A: Tensor, x: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ir import Interval
+from ..ir import Interval, LinearBounds, PerExample
 from .base import Rule, rule, spec_sum
 
 aten = torch.ops.aten
@@ -46,6 +46,16 @@ class Linear(Rule):
 
     def backward(self, A: Tensor, x: None, weight: Tensor, bias: Tensor | None):
         return (torch.matmul(A, weight), None, None), (0 if bias is None else _matvec(A, bias))
+
+    def forward_linear(self, x: LinearBounds, weight: Tensor, bias: Tensor | None) -> LinearBounds:
+        """LBP: ``W_l' = W⁺W_l + W⁻W_u`` by centre and radius, on the input slices as they lie (a batched
+        weight multiplies each example's slices by one matrix product)."""
+        weight, bias = (v.value if isinstance(v, PerExample) else v for v in (weight, bias))
+        centre, radius = Interval(x.lower_coef, x.upper_coef).centre_radius()
+        weight_t = weight.transpose(-1, -2)
+        mid, rad = torch.matmul(centre, weight_t), torch.matmul(radius, weight_t.abs())
+        biases = self.interval(Interval(x.lower_bias, x.upper_bias), weight, bias)
+        return LinearBounds(mid - rad, biases.lower, mid + rad, biases.upper)
 
 
 @rule("spec_weight")
