@@ -61,6 +61,11 @@ class _Tracer(fx.Tracer):
         super().__init__()
         self.record_stack_traces = True
 
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        """Modules with a bound rule of their own (e.g. ``boundgraph.nn.ParamRamp``) stay one call."""
+        from .ops import SPELLINGS
+        return type(m) in SPELLINGS or super().is_leaf_module(m, module_qualified_name)
+
 
 def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     tracer = _Tracer()

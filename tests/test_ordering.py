@@ -57,3 +57,17 @@ def test_adaptive_lines_can_make_crown_ibp_looser_than_ibp():
         if (adaptive < ibp - 1e-6).any():
             return
     raise AssertionError("no network where adaptive CROWN-IBP is looser than IBP in 200 seeds")
+
+
+@given(st.integers(1, 6), st.floats(0.0, 0.5), st.integers(0, 2**16), st.data())
+def test_tight_lines_order_the_methods_on_param_ramp_nets(width, eta, seed, data):
+    from boundgraph.nn import ParamRamp
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, width), ParamRamp(width, eta), torch.nn.Linear(width, width),
+                                ParamRamp(width, eta), torch.nn.Linear(width, 2)).double()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, ParamRamp):
+                m.r.uniform_(0.0, 1.5)
+    x0 = torch.randn(2, 3, dtype=torch.float64)
+    assert_ordered(model, x0, data.draw(perturbations(x0)))

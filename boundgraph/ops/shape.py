@@ -12,7 +12,8 @@ from .base import Rule, method, rule
 aten = torch.ops.aten
 
 
-@rule("reshape", spellings=(torch.flatten, torch.reshape, nn.Flatten, method("view"), method("reshape"),
+@rule("reshape", spellings=(torch.flatten, torch.reshape, nn.Flatten, nn.Unflatten, torch.unflatten,
+                            method("unflatten"), method("view"), method("reshape"),
                             method("flatten"), aten.view.default, aten.reshape.default,
                             aten.flatten.using_ints, aten._unsafe_view.default))
 class Reshape(Rule):
