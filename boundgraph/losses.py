@@ -33,7 +33,10 @@ def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, pertu
                 method: str = "crown-ibp", beta: float = 1.0, kappa: float = 0.0,
                 return_margins: bool = False) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """The CROWN-IBP objective (Zhang et al. 2020): ``κ·CE(f(x), y) + (1−κ)·CE(−m, y)`` where the margin
-    lower bound is ``m = β·m_CROWN-IBP + (1−β)·m_IBP`` (``method="ibp"`` means β = 0).
+    lower bound is ``m = β·m_method + (1−β)·m_IBP`` (``method="ibp"`` means β = 0). Any bound method
+    serves (``crown-lbp`` gives CROWN-LBP training, Lyu et al. 2021). ``method="singleprop"`` gives
+    SingleProp's objective (Boopathy et al. 2021), ``(1−K)·CE(worst) + K·CE(clean)`` with ``K = κ``: its
+    margins come from propagated deviations and are a regulariser, not a certificate.
 
     ``bm`` is a ``BoundedModule`` or a ``DistributedDataParallel`` around one: every computation goes
     through its ``forward``, so DDP synchronises the gradients of the certified loss. With
@@ -42,7 +45,7 @@ def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, pertu
     bounded = bm.module if isinstance(bm, nn.parallel.DistributedDataParallel) else bm
     C = margin_spec(y, bounded.output_shape[0], x.dtype)
     margin = bm(x, perturbation=perturbation, method=method, C=C, bound_upper=False,
-                beta=beta if method == "crown-ibp" else 1.0).lower
+                beta=1.0 if method in ("ibp", "singleprop") else beta).lower
     loss = F.cross_entropy(worst_case_logits(margin, y), y)
     if kappa > 0:
         loss = kappa * F.cross_entropy(bm(x), y) + (1 - kappa) * loss

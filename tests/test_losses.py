@@ -61,3 +61,62 @@ def test_worst_case_cross_entropy_bounds_the_cross_entropy_of_every_perturbed_in
 def test_margin_spec_is_built_in_the_dtype_asked_for():
     assert margin_spec(torch.tensor([0, 3]), 4, torch.float64).dtype == torch.float64
     assert margin_spec(torch.tensor([0, 3]), 4).dtype == torch.get_default_dtype()
+
+
+def test_crown_lbp_loss_mixes_with_ibp_by_beta():
+    model, x, y, bm = tiny()
+    ptb, C = LinfBall(0.1), margin_spec(y, 3, DTYPE)
+    mixed = bm.bounds(x, ptb, "crown-lbp", C=C, beta=0.25).lower
+    expected = 0.25 * bm.bounds(x, ptb, "crown-lbp", C=C).lower + 0.75 * bm.bounds(x, ptb, "ibp", C=C).lower
+    torch.testing.assert_close(mixed, expected)
+    loss, margins = robust_loss(bm, x, y, ptb, "crown-lbp", beta=0.25, return_margins=True)
+    torch.testing.assert_close(margins, mixed)
+
+
+# ---------------------------------------------------------------- SingleProp (Boopathy et al. 2021)
+
+def singleprop_margins(bm, x, y, ptb):
+    return robust_loss(bm, x, y, ptb, "singleprop", return_margins=True)[1]
+
+
+def test_singleprop_is_a_regulariser_not_a_bound_method():
+    model, x, y, bm = tiny()
+    import pytest
+    with pytest.raises(ValueError, match="not sound bounds"):
+        bm.bounds(x, LinfBall(0.1), "singleprop")
+
+
+def test_singleprop_deviation_is_centred_on_the_clean_output_by_hand():
+    """One hidden layer by hand: ``V₁ = |W₁|ε``; through ReLU ``V₁ ← s·V₁`` with s the slope of CROWN's
+    upper line on ``[z − V₁, z + V₁]`` (1 active, 0 inactive, ``u/(u−l)`` unstable); ``V₂ = |W₂|V₁``."""
+    model, x, y, bm = tiny()
+    eps = 0.3
+    out = bm(x, perturbation=LinfBall(eps), method="singleprop")
+    W1, b1, W2, b2 = model[0].weight, model[0].bias, model[2].weight, model[2].bias
+    z = x @ W1.T + b1
+    v = eps * W1.abs().sum(1).expand_as(z)
+    lo, hi = z - v, z + v
+    slope = torch.where(lo >= 0, torch.ones_like(z), torch.where(hi <= 0, torch.zeros_like(z), hi / (hi - lo)))
+    centre, v2 = torch.relu(z) @ W2.T + b2, (slope * v) @ W2.abs().T
+    torch.testing.assert_close(out.lower, centre - v2)
+    torch.testing.assert_close(out.upper, centre + v2)
+    torch.testing.assert_close((out.lower + out.upper) / 2, model(x))
+
+
+def test_singleprop_equals_ibp_on_a_linear_network():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).to(DTYPE)
+    x = torch.randn(3, 3, dtype=DTYPE)
+    bm = BoundedModule(model, x)
+    got = bm(x, perturbation=LinfBall(0.2), method="singleprop")
+    want = bm.bounds(x, LinfBall(0.2), "ibp")
+    torch.testing.assert_close(got.lower, want.lower)
+    torch.testing.assert_close(got.upper, want.upper)
+
+
+def test_singleprop_loss_is_one_extra_pass_and_trains():
+    model, x, y, bm = tiny()
+    loss = robust_loss(bm, x, y, LinfBall(0.1), "singleprop", kappa=0.5)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert "RELU.deviation" in str(bm.program("singleprop"))  # the nonlinear transfer is SingleProp's
