@@ -1,14 +1,18 @@
-"""boundgraph: a bound-propagation compiler for PyTorch (IBP, CROWN-IBP, CROWN)."""
+"""boundgraph: a bound-propagation compiler for PyTorch (IBP, CROWN-IBP, CROWN, LBP, CROWN-LBP, GloRo,
+SingleProp)."""
 from .attacks import pgd_attack
 from .bounded_module import BoundedModule
 from .emit import BoundProgram
 from .errors import UnsupportedOpError
 from .evaluation import certified, evaluate
+from .gloro import GloroLoss, certified_radius, gloro_logits, pairwise_lipschitz, vra
 from .ir import Interval
+from .nn import ParamRamp
 from .losses import margin_spec, robust_loss, worst_case_logits
 from .perturbation import Box, L2Ball, LinfBall, Perturbation
 
 __all__ = ["BoundedModule", "BoundProgram", "Interval", "UnsupportedOpError", "Perturbation", "LinfBall",
            "L2Ball", "Box", "margin_spec", "robust_loss", "worst_case_logits",
-           "pgd_attack", "certified", "evaluate"]
+           "pgd_attack", "certified", "evaluate", "GloroLoss", "gloro_logits", "certified_radius",
+           "pairwise_lipschitz", "vra", "ParamRamp"]
 __version__ = "0.1.0"
