@@ -93,7 +93,7 @@ class BoundedModule(nn.Module):
         (those in training mode); ``with_ibp``: also return the output's IBP bounds, from the same pass."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-        if lines not in LINE_STRATEGIES:
+        if lines not in LINE_STRATEGIES + ("alpha",):
             raise ValueError(f"unknown line strategy {lines!r}; choose one of {LINE_STRATEGIES}")
         if not (bound_lower or bound_upper):
             raise ValueError("ask for the lower bound, the upper bound, or both")

@@ -68,10 +68,10 @@ def refine(bounds: Interval, bound: Tensor, rows: Tensor) -> Interval:
 
 
 def linear_start(x: Tensor) -> LinearBounds:
-    """LBP's bounds of the input itself: ``I·x + 0`` on both sides, ``(batch, n_x, *shape)``."""
+    """LBP's bounds of the input itself: ``I·x + 0`` on both sides, the coefficient shared by the batch
+    (``(1, n_x, *shape)``), so that the ops before the first nonlinearity run once, not once per example."""
     n = x[0].numel()
-    eye = torch.eye(n, dtype=x.dtype, device=x.device).reshape(n, *x.shape[1:])
-    eye = eye.unsqueeze(0).expand(x.shape[0], *eye.shape)
+    eye = torch.eye(n, dtype=x.dtype, device=x.device).reshape(1, n, *x.shape[1:])
     zero = torch.zeros_like(x)
     return LinearBounds(eye, zero, eye, zero)
 
@@ -79,10 +79,10 @@ def linear_start(x: Tensor) -> LinearBounds:
 def concretize_linear(bounds: LinearBounds, perturbation: Any, x: Tensor) -> Interval:
     """The interval of a node from its linear bounds in ``x``: each side minimised (maximised) over the
     perturbation set by its dual norm, exactly as CROWN concretises at the input."""
-    batch, n = bounds.lower_coef.shape[:2]
+    n = bounds.lower_coef.shape[1]
 
-    def rows(coef: Tensor) -> Tensor:  # (batch, n_x, *shape) → (batch, n_z, *x_shape)
-        return coef.reshape(batch, n, -1).transpose(1, 2).reshape(batch, -1, *x.shape[1:])
+    def rows(coef: Tensor) -> Tensor:  # (batch or 1, n_x, *shape) → (batch or 1, n_z, *x_shape)
+        return coef.reshape(coef.shape[0], n, -1).transpose(1, 2).reshape(coef.shape[0], -1, *x.shape[1:])
 
     lower = perturbation.concretize(rows(bounds.lower_coef), x).view_as(bounds.lower_bias) + bounds.lower_bias
     upper = bounds.upper_bias - perturbation.concretize(rows(-bounds.upper_coef), x).view_as(bounds.upper_bias)
@@ -95,8 +95,11 @@ class BoundProgram:
     def __init__(self, name: str, code: str, fn: Callable) -> None:
         self.name, self.code, self.fn = name, code, fn
 
-    def __call__(self, model, inputs: tuple, perturbations: tuple, C: Tensor | None = None):
-        return self.fn(model, inputs, perturbations, C)
+    def __call__(self, model, inputs: tuple, perturbations: tuple, C: Tensor | None = None,
+                 alphas: dict | None = None):
+        if alphas is None:
+            return self.fn(model, inputs, perturbations, C)
+        return self.fn(model, inputs, perturbations, C, alphas)
 
     def __str__(self) -> str:
         return self.code
@@ -129,7 +132,7 @@ def _attribute_path(root: str, path: str) -> str:
 _HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "unstable_rows": unstable_rows,
             "rows_start": rows_start, "refine": refine, "Interval": Interval, "linear_start": linear_start,
             "concretize_linear": concretize_linear, "PerExample": PerExample}
-_RESERVED = {"model", "inputs", "perturbations", "C", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
+_RESERVED = {"model", "inputs", "perturbations", "C", "alphas", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
              "False", "len"} | set(_HELPERS) | set(keyword.kwlist)
 
 
@@ -242,8 +245,12 @@ class _Emitter:
         node, var = self.graph[step.node], self.v[step.node]
         pre = self.v[node.operands[0].name]
         rest = self.call_args(node.name, skip=1)
-        self.line(f"{var}_lines = {self.rule(node.name)}.lines({pre}.lower, {pre}.upper, {self.strategy!r}"
+        strategy = "adaptive" if self.strategy == "alpha" else self.strategy
+        self.line(f"{var}_lines = {self.rule(node.name)}.lines({pre}.lower, {pre}.upper, {strategy!r}"
                   + (f", {rest})" if rest else ")"))
+        if self.strategy == "alpha":  # α-CROWN: the optimised lower slopes (created from these lines)
+            self.line(f"{var}_lines = {self.rule(node.name)}.with_alpha({var}_lines, {pre}.lower, {pre}.upper, "
+                      f"alphas, {node.name!r})")
 
     def linear(self, step: Step) -> None:
         node, var = self.graph[step.node], self.v[step.node]
@@ -338,7 +345,8 @@ class _Emitter:
         else:
             self.line(f"return {var}_crown")
         fname = name.replace("-", "_") + "_bounds"
-        code = f"def {fname}(model, inputs, perturbations, C):\n" + "\n".join(self.body) + "\n"
+        signature = "model, inputs, perturbations, C" + (", alphas" if self.strategy == "alpha" else "")
+        code = f"def {fname}({signature}):\n" + "\n".join(self.body) + "\n"
         filename = f"<boundgraph {fname} #{next(_counter)}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         exec(compile(code, filename, "exec"), self.globals)  # noqa: S102  (our own generated code)

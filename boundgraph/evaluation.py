@@ -14,8 +14,12 @@ from .perturbation import Perturbation
 
 @torch.no_grad()
 def certified(bm: BoundedModule, x: Tensor, y: Tensor, perturbation: Perturbation, method: str) -> Tensor:
-    """Per example: whether every margin ``f_y − f_j`` has a positive lower bound over the set."""
+    """Per example: whether every margin ``f_y − f_j`` has a positive lower bound over the set.
+    ``method``: a bound method of ``BoundedModule.bounds``, or ``"alpha-crown"``."""
     C = margin_spec(y, bm.output_shape[0], x.dtype)
+    if method == "alpha-crown":
+        from .alpha import alpha_crown
+        return (alpha_crown(bm, x, perturbation, C=C).lower > 0).all(1)
     return (bm.bounds(x, perturbation, method, C=C, bound_upper=False).lower > 0).all(1)
 
 

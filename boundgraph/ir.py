@@ -47,7 +47,8 @@ class PerExample(NamedTuple):
 class LinearBounds(NamedTuple):
     """Forward-mode linear bounds of a perturbed tensor in the perturbed input ``x`` (LBP, Lyu et al.
     2021): ``lower_coef·x + lower_bias ≤ z ≤ upper_coef·x + upper_bias``. A coefficient is
-    ``(batch, n_x, *shape)``, one slice per input element (``n_x`` = elements of one example of ``x``);
+    ``(batch, n_x, *shape)``, one slice per input element (``n_x`` = elements of one example of ``x``),
+    or ``(1, n_x, *shape)`` while it is the same for every example (up to the first nonlinearity);
     a bias is ``(batch, *shape)``."""
 
     lower_coef: Tensor

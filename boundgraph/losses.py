@@ -31,7 +31,7 @@ def worst_case_logits(margin_lower: Tensor, y: Tensor) -> Tensor:
 
 def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, perturbation: Perturbation,
                 method: str = "crown-ibp", beta: float = 1.0, kappa: float = 0.0,
-                return_margins: bool = False) -> Union[Tensor, tuple[Tensor, Tensor]]:
+                return_margins: bool = False, lines: str = "adaptive") -> Union[Tensor, tuple[Tensor, Tensor]]:
     """The CROWN-IBP objective (Zhang et al. 2020): ``κ·CE(f(x), y) + (1−κ)·CE(−m, y)`` where the margin
     lower bound is ``m = β·m_method + (1−β)·m_IBP`` (``method="ibp"`` means β = 0). Any bound method
     serves (``crown-lbp`` gives CROWN-LBP training, Lyu et al. 2021). ``method="singleprop"`` gives
@@ -44,7 +44,7 @@ def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, pertu
     certified by them when all are positive)."""
     bounded = bm.module if isinstance(bm, nn.parallel.DistributedDataParallel) else bm
     C = margin_spec(y, bounded.output_shape[0], x.dtype)
-    margin = bm(x, perturbation=perturbation, method=method, C=C, bound_upper=False,
+    margin = bm(x, perturbation=perturbation, method=method, C=C, bound_upper=False, lines=lines,
                 beta=1.0 if method in ("ibp", "singleprop") else beta).lower
     loss = F.cross_entropy(worst_case_logits(margin, y), y)
     if kappa > 0:

@@ -1,7 +1,11 @@
-"""Certified training with IBP or CROWN-IBP (Gowal et al. 2018; Zhang et al. 2020), then evaluation.
+"""Certified training, then evaluation. Methods: IBP (Gowal et al. 2018), CROWN-IBP (Zhang et al.
+2020), LBP / CROWN-LBP (Lyu et al. 2021), GloRo (Leino et al. 2021, L2), SingleProp (Boopathy et al.
+2021, a regulariser); ReLU or ParamRamp activations (Lyu et al. 2021).
 
     python examples/train.py                                   # DM-small, Fashion-MNIST, CROWN-IBP
     python examples/train.py --dataset mnist --eps-train 0.4 --eps-test 0.3 --epochs 100
+    python examples/train.py --method crown-lbp --activation paramramp --lines tight
+    python examples/train.py --method gloro --norm l2 --eps-train 1.0 --eps-test 1.0
     python examples/train.py --config run.json --resume       # every flag can come from a JSON file
 
 Each epoch writes ``checkpoint.pt`` (``--resume`` continues exactly where it stopped), appends to
@@ -21,17 +25,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from boundgraph import BoundedModule, LinfBall, evaluate, margin_spec, robust_loss  # noqa: E402
+from boundgraph import BoundedModule, L2Ball, LinfBall, evaluate, margin_spec, robust_loss  # noqa: E402
+from boundgraph.gloro import gloro_logits, pairwise_lipschitz, vra  # noqa: E402
+from boundgraph.nn import ParamRamp, init_ramps  # noqa: E402
 from boundgraph.schedules import FollowEps, LinearRamp, SmoothedRamp  # noqa: E402
 from examples.data import load_dataset  # noqa: E402
-from examples.models import MODELS  # noqa: E402
+from examples.models import MODELS, relu  # noqa: E402
+
+METHODS = ["ibp", "crown-ibp", "lbp", "crown-lbp", "gloro", "singleprop"]
+BOUND_METHODS = ["ibp", "crown-ibp", "lbp", "crown-lbp", "crown", "alpha-crown"]
 
 DEFAULTS = dict(
     dataset="fashion-mnist", data_dir=None, model="dm-small", method="crown-ibp", epochs=20, batch_size=256,
     lr=5e-4, lr_decay_epochs=[], lr_decay_factor=0.1, eps_train=0.1, eps_test=0.1, schedule="smoothed",
     schedule_start=2, schedule_length=10, kappa_end=0.5, beta_end=0.0, grad_clip=10.0, train_subset=0,
     test_subset=1000, verify_methods=["ibp", "crown-ibp"], pgd_steps=200, pgd_restarts=1, seed=0,
-    out_dir="runs/default", resume=False, threads=0, normalize=False, quiet=False,
+    out_dir="runs/default", resume=False, threads=0, normalize=False, quiet=False, activation="relu",
+    ramp_eta=0.01, lines="adaptive", norm="linf", l2_eps_test=0.0, gloro_iterations=1,
 )
 SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "synthetic": (1, 28)}
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
@@ -55,14 +65,20 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=sorted(SHAPES))
     parser.add_argument("--data-dir", help="directory with the dataset's standard files")
     parser.add_argument("--model", choices=sorted(MODELS))
-    parser.add_argument("--method", choices=["ibp", "crown-ibp"])
+    parser.add_argument("--method", choices=METHODS, help="the training objective")
+    parser.add_argument("--activation", choices=["relu", "paramramp"])
+    parser.add_argument("--ramp-eta", type=float, help="ParamRamp's slope η outside [0, r]")
+    parser.add_argument("--lines", choices=["adaptive", "tight"], help="bounding lines of the activations")
+    parser.add_argument("--norm", choices=["linf", "l2"], help="the norm of the ball trained for and tested at")
+    parser.add_argument("--l2-eps-test", type=float, help="also verify at this L2 radius (0: no)")
+    parser.add_argument("--gloro-iterations", type=int, help="power-iteration steps per GloRo training step")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="Adam learning rate")
     parser.add_argument("--lr-decay-epochs", type=int, nargs="*", help="epochs at which the lr is multiplied")
     parser.add_argument("--lr-decay-factor", type=float)
-    parser.add_argument("--eps-train", type=float, help="L∞ radius trained for (pixel units, [0, 1] images)")
-    parser.add_argument("--eps-test", type=float, help="L∞ radius evaluated at")
+    parser.add_argument("--eps-train", type=float, help="radius trained for (pixel units, [0, 1] images)")
+    parser.add_argument("--eps-test", type=float, help="radius evaluated at")
     parser.add_argument("--schedule", choices=["linear", "smoothed"], help="shape of the ε ramp")
     parser.add_argument("--schedule-start", type=float, help="epochs of natural training before ε ramps up")
     parser.add_argument("--schedule-length", type=float, help="epochs the ε ramp lasts")
@@ -71,7 +87,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--grad-clip", type=float, help="gradient-norm clipping (0: none)")
     parser.add_argument("--train-subset", type=int, help="train on the first N images only (0: all)")
     parser.add_argument("--test-subset", type=int, help="evaluate on the first N test images (0: all)")
-    parser.add_argument("--verify-methods", nargs="*", choices=["ibp", "crown-ibp", "crown"])
+    parser.add_argument("--verify-methods", nargs="*", choices=BOUND_METHODS)
     parser.add_argument("--pgd-steps", type=int)
     parser.add_argument("--pgd-restarts", type=int)
     parser.add_argument("--seed", type=int)
@@ -89,12 +105,19 @@ def parse(argv=None) -> argparse.Namespace:
             parser.error(f"unknown keys in {args.config}: {sorted(unknown)}")
         config.update(loaded)
     config.update({k: v for k, v in vars(args).items() if v is not None and k != "config"})
+    if config["method"] == "gloro" and config["norm"] != "l2":
+        parser.error("GloRo certifies L2 balls: add --norm l2 (and an L2 radius, e.g. --eps-train 1 --eps-test 1)")
     return argparse.Namespace(**config)
+
+
+def ball(norm: str, eps: float):
+    return (LinfBall if norm == "linf" else L2Ball)(eps, clip=(0.0, 1.0))
 
 
 def build_model(args) -> nn.Module:
     channels, size = SHAPES[args.dataset]
-    model = MODELS[args.model](channels, size, 10)
+    act = relu if args.activation == "relu" else (lambda n: ParamRamp(n, eta=args.ramp_eta))
+    model = MODELS[args.model](channels, size, 10, act)
     if args.normalize:
         model = nn.Sequential(Normalize(CIFAR_MEAN, CIFAR_STD), model)
     return model
@@ -142,6 +165,8 @@ def train(args) -> dict:
     if args.train_subset:
         data = data.subset(args.train_subset)
     model = build_model(args)
+    if args.activation == "paramramp":
+        init_ramps(model, data.images[:1000])
     bm = BoundedModule(model, data.images[:2])
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     decay = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_decay_epochs, args.lr_decay_factor)
@@ -176,9 +201,13 @@ def train(args) -> dict:
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
                 margins = torch.einsum("bso,bo->bs", margin_spec(y, logits.shape[1], logits.dtype), logits.detach())
+            elif args.method == "gloro":  # the bottom logit must lose for a point to be certified
+                logits = gloro_logits(bm, x, eps, iterations=args.gloro_iterations)
+                loss = kappa * F.cross_entropy(logits[:, :-1], y) + (1 - kappa) * F.cross_entropy(logits, y)
+                margins = (logits.argmax(1) == y).to(logits.dtype).unsqueeze(1) - 0.5
             else:
-                loss, margins = robust_loss(bm, x, y, LinfBall(eps, clip=(0.0, 1.0)), args.method, beta=beta,
-                                            kappa=kappa, return_margins=True)
+                loss, margins = robust_loss(bm, x, y, ball(args.norm, eps), args.method, beta=beta, kappa=kappa,
+                                            lines=args.lines, return_margins=True)
             optimizer.zero_grad()
             loss.backward()
             if args.grad_clip:
@@ -211,15 +240,26 @@ def train(args) -> dict:
     if args.test_subset:
         test = test.subset(args.test_subset)
     model.eval()
-    errors = evaluate(bm, test.batches(200), LinfBall(args.eps_test, clip=(0.0, 1.0)), args.verify_methods,
+    errors = evaluate(bm, test.batches(200), ball(args.norm, args.eps_test), args.verify_methods,
                       args.pgd_steps, args.pgd_restarts)
-    results = {"errors": errors, "eps_test": args.eps_test, "test images": len(test),
+    results = {"errors": errors, "norm": args.norm, "eps_test": args.eps_test, "test images": len(test),
                "seconds per epoch": [e["seconds"] for e in log], "args": vars(args)}
+    l2_eps = args.eps_test if args.norm == "l2" else args.l2_eps_test
+    if l2_eps:  # every model has a global Lipschitz certificate too (GloRo's, exact layer norms)
+        l2 = errors if args.norm == "l2" else evaluate(bm, test.batches(200), ball("l2", l2_eps),
+                                                       args.verify_methods, 0)
+        l2["verified lipschitz"] = 100.0 - vra(bm, test.batches(500), l2_eps)["vra"]
+        results["l2 errors"], results["l2 eps_test"] = l2, l2_eps
+        with torch.no_grad():
+            results["lipschitz K max"] = float(pairwise_lipschitz(bm, exact=True).max())
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"\n{args.model} on {args.dataset}, trained with {args.method}, tested at eps {args.eps_test} "
-          f"on {len(test)} test images:")
+    print(f"\n{args.model} ({args.activation}) on {args.dataset}, trained with {args.method}, tested on "
+          f"{len(test)} test images:")
     for name, value in errors.items():
-        print(f"  {name + ' error':>24}: {value:6.2f}%")
+        print(f"  {args.norm} {args.eps_test} {name + ' error':>24}: {value:6.2f}%")
+    if l2_eps and args.norm != "l2":
+        for name, value in results["l2 errors"].items():
+            print(f"  l2 {l2_eps} {name + ' error':>24}: {value:6.2f}%")
     return results
 
 

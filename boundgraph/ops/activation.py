@@ -48,6 +48,13 @@ class ReLU(Nonlinear):
         """Only neurons whose sign is not known: elsewhere the lines are exact whatever the bounds."""
         return (lower < 0) & (upper > 0)
 
+    def with_alpha(self, lines: Lines, lower: Tensor, upper: Tensor, alphas: dict, key: str) -> Lines:
+        """Every ``αz`` with ``0 ≤ α ≤ 1`` is a lower line of an unstable ReLU; α per example and neuron."""
+        if key not in alphas:
+            alphas[key] = lines.lower_slope.detach().clone().requires_grad_(True)
+        alpha = alphas[key]
+        return lines._replace(lower_slope=torch.where(self.unstable(lower, upper), alpha, lines.lower_slope))
+
 
 def _ramp_lines(lower: Tensor, upper: Tensor, r: Tensor, strategy: str) -> Lines:
     """Lines of ``ramp(z) = min(max(z, 0), r)`` on ``[l, u]``, by the six places ``l`` and ``u`` can lie:

@@ -120,13 +120,19 @@ class Rule:
         Coefficient pairs are not ordered elementwise, so an affine rule's ``interval`` must be written
         as ``L⁺l + L⁻u`` (or centre and radius), never with an elementwise min/max of ``l`` and ``u``."""
         first = next(o for o in operands if isinstance(o, LinearBounds))
-        batch, n = first.lower_coef.shape[:2]
+        batch, n = first.lower_bias.shape[0], first.lower_coef.shape[1]
+        # coefficients shared by the batch (first dimension 1, as LBP starts) stay shared unless an
+        # operand is per example
+        per_example = any(isinstance(o, PerExample) and o.value.shape[0] == batch for o in operands) or any(
+            isinstance(o, LinearBounds) and o.lower_coef.shape[0] != 1 for o in operands)
+        rows = batch if per_example else 1
         coefs, biases, zeros = [], [], []
         for o in operands:
             if isinstance(o, LinearBounds):
-                coefs.append(Interval(o.lower_coef.flatten(0, 1), o.upper_coef.flatten(0, 1)))
+                coefs.append(Interval(*(c.expand(rows, *c.shape[1:]).flatten(0, 1)
+                                        for c in (o.lower_coef, o.upper_coef))))
                 biases.append(Interval(o.lower_bias, o.upper_bias))
-                zeros.append(torch.zeros_like(o.lower_bias))
+                zeros.append(o.lower_bias.new_zeros(rows, *o.lower_bias.shape[1:]))
             elif isinstance(o, PerExample):
                 coefs.append(o.value.repeat_interleave(n, 0) if o.value.shape[0] == batch else o.value)
                 biases.append(o.value)
@@ -140,7 +146,7 @@ class Rule:
         offset = self.forward(*zeros, **attrs).unsqueeze(1)
 
         def unfold(t: Tensor) -> Tensor:
-            return t.reshape(batch, n, *t.shape[1:]) - offset
+            return t.reshape(rows, n, *t.shape[1:]) - offset
 
         return LinearBounds(unfold(coef.lower), bias.lower, unfold(coef.upper), bias.upper)
 
@@ -175,6 +181,11 @@ class Nonlinear(Rule):
 
     def lines(self, lower: Tensor, upper: Tensor, strategy: str, *constants: Any, **attrs: Any) -> Lines:
         raise NotImplementedError
+
+    def with_alpha(self, lines: Lines, lower: Tensor, upper: Tensor, alphas: dict, key: str) -> Lines:
+        """α-CROWN (Xu et al. 2021): these lines with the lower slope an optimisable ``alphas[key]`` where the
+        rule allows a family of lower lines; ``alphas[key]`` is created from ``lines`` on first use."""
+        raise NotImplementedError(f"{self.name}: no optimisable lower lines (alpha-crown supports relu)")
 
     def forward_linear(self, x: LinearBounds, lines: Lines) -> LinearBounds:  # type: ignore[override]
         """``σ(z) ≥ s_l z + t_l ≥ s_l⁺(W_l x + b_l) + s_l⁻(W_u x + b_u) + t_l``; the upper bound mirrored."""

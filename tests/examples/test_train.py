@@ -41,3 +41,28 @@ def test_a_config_file_sets_flags_and_the_command_line_overrides_it(tmp_path):
     with pytest.raises(SystemExit):
         parse(["--config", str(config)])
 
+
+
+@pytest.mark.parametrize("method, activation, extra", [
+    ("crown-lbp", "paramramp", ["--lines", "tight"]),
+    ("singleprop", "relu", []),
+    ("gloro", "relu", ["--norm", "l2", "--eps-train", "0.5", "--eps-test", "0.5"]),
+    ("ibp", "paramramp", ["--l2-eps-test", "0.5"]),
+])
+def test_every_method_and_activation_trains_and_is_verified(tmp_path, method, activation, extra):
+    results = main(FAST + ["--model", "mlp-small", "--epochs", "2", "--schedule-start", "0", "--schedule-length", "1",
+                           "--method", method, "--activation", activation, "--out-dir", str(tmp_path)] + extra)
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert len(log) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in log)
+    errors = results["errors"]
+    assert errors["clean"] <= errors["pgd"] <= min(errors["verified ibp"], errors["verified crown-ibp"])
+    if method == "gloro" or "--l2-eps-test" in extra:
+        l2 = results["l2 errors"]
+        assert l2["clean"] <= l2["verified lipschitz"] and results["lipschitz K max"] > 0
+    state = torch.load(tmp_path / "checkpoint.pt")
+    assert any(k.endswith(".r") for k in state["model"]) == (activation == "paramramp")
+
+
+def test_gloro_needs_the_l2_norm():
+    with pytest.raises(SystemExit):
+        parse(["--method", "gloro"])
