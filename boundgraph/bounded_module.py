@@ -124,6 +124,8 @@ class BoundedModule(nn.Module):
         Methods: ``ibp``, ``crown-ibp``, ``crown`` (every intermediate bound by its own sweep), ``lbp``
         and ``crown-lbp`` (forward linear bounds, Lyu et al. 2021; one perturbed input). ``lines``:
         ``adaptive``, ``tight``, ``zero`` or ``one``."""
+        if lines not in LINE_STRATEGIES:
+            raise ValueError(f"unknown line strategy {lines!r}; choose one of {LINE_STRATEGIES}")
         if method not in BOUND_METHODS:
             if method == "singleprop":
                 raise ValueError("singleprop propagates deviations, not sound bounds: train with "

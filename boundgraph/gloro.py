@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .bounded_module import BoundedModule
 from .passes import attach_rules, mark_perturbed
 from .passes.lipschitz import lipschitz_constants
+from .passes.shapes import source_value
 
 
 def _bounded(bm) -> BoundedModule:
@@ -30,8 +31,10 @@ def pairwise_lipschitz(bm: BoundedModule, iterations: int = 1, exact: bool = Fal
     ``y_i − y_j``. ``exact=False``: power iteration (``iterations`` steps per call, iterates kept on
     ``bm`` between calls: GloRo's training estimate); ``exact=True``: exact layer norms (certificates)."""
     bm = _bounded(bm)
-    graph = mark_perturbed(bm.graph, [0])
-    rules = attach_rules(graph)
+    if "_lipschitz_graph" not in bm.__dict__:  # compiled once per model, like its bound programs
+        graph = mark_perturbed(bm.graph, [0])
+        bm.__dict__["_lipschitz_graph"] = graph, attach_rules(graph)
+    graph, rules = bm.__dict__["_lipschitz_graph"]
     out = graph[graph.output]
     head = out.op == "linear" and graph[out.operands[0].name].perturbed and not graph[out.operands[1].name].perturbed
     upto = out.operands[0].name if head else graph.output
@@ -41,7 +44,6 @@ def pairwise_lipschitz(bm: BoundedModule, iterations: int = 1, exact: bool = Fal
         classes = bm.output_shape[0]
         eye = torch.eye(classes)
         return (2 ** 0.5) * K * (1 - eye)
-    from .passes.shapes import source_value
     weight = source_value(graph[out.operands[1].name], bm.core, ())
     if exact:
         weight = weight.double()
