@@ -19,7 +19,8 @@ Inputs = Union[Tensor, Sequence[Tensor]]
 _DROPOUT = nn.modules.dropout._DropoutNd
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside any (Distributed)DataParallel wrappers."""
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
     return model
@@ -47,7 +48,7 @@ class BoundedModule(nn.Module):
     def __init__(self, model: nn.Module, example_input: Inputs) -> None:
         super().__init__()
         self.model = model
-        core = _unwrap(model)
+        core = unwrap(model)
         inputs = _as_tuple(example_input)
         if not inputs or not all(isinstance(x, Tensor) and x.dim() >= 1 for x in inputs):
             raise ValueError("example_input must be a tensor with a batch dimension, or a tuple of them")
@@ -77,7 +78,7 @@ class BoundedModule(nn.Module):
     @property
     def core(self) -> nn.Module:
         """The traced model (inside any DataParallel wrapper)."""
-        return _unwrap(self.model)
+        return unwrap(self.model)
 
     def forward(self, *x: Tensor, perturbation: Any = None, **bound_options: Any) -> Any:
         if perturbation is None:

@@ -16,21 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bounded_module import BoundedModule
+from .bounded_module import BoundedModule, unwrap
 from .passes import attach_rules, mark_perturbed
 from .passes.lipschitz import lipschitz_constants
 from .passes.shapes import source_value
-
-
-def _bounded(bm) -> BoundedModule:
-    return bm.module if isinstance(bm, nn.parallel.DistributedDataParallel) else bm
 
 
 def pairwise_lipschitz(bm: BoundedModule, iterations: int = 1, exact: bool = False) -> Tensor:
     """``K_ij`` (``classes × classes``, zero diagonal): an upper bound on the L2 Lipschitz constant of
     ``y_i − y_j``. ``exact=False``: power iteration (``iterations`` steps per call, iterates kept on
     ``bm`` between calls: GloRo's training estimate); ``exact=True``: exact layer norms (certificates)."""
-    bm = _bounded(bm)
+    bm = unwrap(bm)
     if "_lipschitz_graph" not in bm.__dict__:  # compiled once per model, like its bound programs
         graph = mark_perturbed(bm.graph, [0])
         bm.__dict__["_lipschitz_graph"] = graph, attach_rules(graph)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bounded_module import BoundedModule
+from .bounded_module import BoundedModule, unwrap
 from .perturbation import Perturbation
 
 
@@ -42,7 +42,7 @@ def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, pertu
     through its ``forward``, so DDP synchronises the gradients of the certified loss. With
     ``return_margins``, also the margin lower bounds ``m`` (``(batch, classes − 1)``; an example is
     certified by them when all are positive)."""
-    bounded = bm.module if isinstance(bm, nn.parallel.DistributedDataParallel) else bm
+    bounded = unwrap(bm)
     C = margin_spec(y, bounded.output_shape[0], x.dtype)
     margin = bm(x, perturbation=perturbation, method=method, C=C, bound_upper=False, lines=lines,
                 beta=1.0 if method in ("ibp", "singleprop") else beta).lower
