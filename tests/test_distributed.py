@@ -37,6 +37,7 @@ def worker(rank: int, world: int, rendezvous: str, out: str) -> None:
     step(ddp, model, x[half], y[half])
     if rank == 0:
         torch.save({k: v.detach() for k, v in model.state_dict().items()}, out)
+    dist.barrier()  # no rank tears the group down while another still uses it (SIGABRT in gloo otherwise)
     dist.destroy_process_group()
 
 
