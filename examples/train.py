@@ -8,9 +8,11 @@
     python examples/train.py --method gloro --norm l2 --eps-train 1.0 --eps-test 1.0
     python examples/train.py --config run.json --resume       # every flag can come from a JSON file
 
-Each epoch writes ``checkpoint.pt`` (``--resume`` continues exactly where it stopped), appends to
-``log.json`` and redraws ``curves.png`` (clean and verified error, and ε, over epochs) in ``--out-dir``.
-At the end it prints clean, PGD and verified errors on the test set and writes ``results.json``.
+Every data path and label is checked before the first epoch. Each epoch writes ``checkpoint.pt``
+(``--resume`` continues exactly where it stopped), appends to ``log.json`` and redraws ``curves.png``
+(clean and verified error, and ε, over epochs) in ``--out-dir``; the checkpoint and the logs are replaced
+atomically, so a kill at any moment leaves the previous epoch's files whole. At the end it prints clean,
+PGD and verified errors on the test set and writes ``results.json``.
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ from boundgraph import BoundedModule, L2Ball, LinfBall, evaluate, margin_spec, r
 from boundgraph.gloro import gloro_logits, pairwise_lipschitz, vra  # noqa: E402
 from boundgraph.nn import ParamRamp, init_ramps  # noqa: E402
 from boundgraph.schedules import FollowEps, LinearRamp, SmoothedRamp  # noqa: E402
-from examples.data import load_dataset  # noqa: E402
+from examples.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, restore_model,  # noqa: E402
+                                 run_cli, save_checkpoint, write_json)
+from examples.data import Split, load_dataset  # noqa: E402
 from examples.models import MODELS, relu  # noqa: E402
 
 METHODS = ["ibp", "crown-ibp", "lbp", "crown-lbp", "gloro", "singleprop"]
@@ -44,9 +48,8 @@ DEFAULTS = dict(
     ramp_eta=0.01, lines="adaptive", norm="linf", l2_eps_test=0.0, gloro_iterations=1,
 )
 SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "synthetic": (1, 28)}
+CLASSES = 10  # every dataset here has ten classes, and every model ten outputs
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
-
-
 class Normalize(nn.Module):
     """``(x − mean) / std`` per channel, inside the model so that ε stays in pixel units."""
 
@@ -85,8 +88,10 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--kappa-end", type=float, help="weight of the natural loss once ε is reached")
     parser.add_argument("--beta-end", type=float, help="weight of CROWN-IBP (vs IBP) once ε is reached")
     parser.add_argument("--grad-clip", type=float, help="gradient-norm clipping (0: none)")
-    parser.add_argument("--train-subset", type=int, help="train on the first N images only (0: all)")
-    parser.add_argument("--test-subset", type=int, help="evaluate on the first N test images (0: all)")
+    parser.add_argument("--train-subset", type=int, help="train on N images only, a stratified sample seeded by "
+                                                         "--seed (0: all)")
+    parser.add_argument("--test-subset", type=int, help="evaluate on N test images, a stratified sample seeded "
+                                                        "by --seed (0: all)")
     parser.add_argument("--verify-methods", nargs="*", choices=BOUND_METHODS)
     parser.add_argument("--pgd-steps", type=int)
     parser.add_argument("--pgd-restarts", type=int)
@@ -117,7 +122,7 @@ def ball(norm: str, eps: float):
 def build_model(args) -> nn.Module:
     channels, size = SHAPES[args.dataset]
     act = relu if args.activation == "relu" else (lambda n: ParamRamp(n, eta=args.ramp_eta))
-    model = MODELS[args.model](channels, size, 10, act)
+    model = MODELS[args.model](channels, size, CLASSES, act)
     if args.normalize:
         model = nn.Sequential(Normalize(CIFAR_MEAN, CIFAR_STD), model)
     return model
@@ -128,6 +133,47 @@ def schedules(args, steps_per_epoch: int):
     eps = (SmoothedRamp(args.eps_train, start, length) if args.schedule == "smoothed"
            else LinearRamp(0.0, args.eps_train, start, length))
     return eps, FollowEps(eps, args.eps_train, args.kappa_end), FollowEps(eps, args.eps_train, args.beta_end)
+
+
+def load_split(dataset: str, train: bool, data_dir: str | None, subset: int = 0, seed: int = 0) -> Split:
+    """One split of ``dataset``, its labels checked against the model's ``CLASSES``, and, if ``subset``,
+    cut to a random stratified subset of that many examples (the same ``seed``, the same subset)."""
+    name = f"{dataset} {'training' if train else 'test'} split ({data_dir or 'default location'})"
+    split = load_dataset(dataset, train=train, data_dir=data_dir).check(CLASSES, name)
+    return split.subset(subset, seed=seed) if subset else split
+
+
+def load_data(args) -> tuple[Split, Split]:
+    """The training and test splits, both loaded and checked before any training (the test split
+    first, so that a wrong ``--data-dir`` fails at once, not after the last epoch)."""
+    test = load_split(args.dataset, False, args.data_dir, args.test_subset, args.seed)
+    data = load_split(args.dataset, True, args.data_dir, args.train_subset, args.seed)
+    return data, test
+
+
+def lipschitz_iterates(bm: BoundedModule) -> dict[str, torch.Tensor]:
+    """GloRo's power-iteration vectors, which ``boundgraph.gloro.pairwise_lipschitz`` keeps on the
+    BoundedModule from one training step to the next (none for the other methods): training state."""
+    return {name: value.detach().clone() for name, value in bm.__dict__.get("_lipschitz_iterates", {}).items()}
+
+
+def restore_lipschitz_iterates(bm: BoundedModule, iterates: dict[str, torch.Tensor]) -> None:
+    """Put saved power-iteration vectors back on ``bm``, where ``pairwise_lipschitz`` continues from them."""
+    bm.__dict__["_lipschitz_iterates"] = dict(iterates)
+
+
+def resume(state: dict, path: Path, model: nn.Module, optimizer, decay, bm: BoundedModule) -> tuple[list, int]:
+    """Restore a checkpoint's training state (parameters, optimizer, lr schedule, RNG, GloRo's iterates);
+    return its log and the number of epochs done."""
+    restore_model(model, state, path)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        decay.load_state_dict(state["decay"])
+        torch.set_rng_state(state["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this run ({error})") from error
+    restore_lipschitz_iterates(bm, state.get("lipschitz_iterates", {}))
+    return state["log"], state["epoch"]
 
 
 def plot(log: list, path: Path) -> None:
@@ -158,12 +204,12 @@ def train(args) -> dict:
     """Train as ``args`` says, evaluate, and return the results (also written to out-dir)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    data = load_dataset(args.dataset, train=True, data_dir=args.data_dir)
-    if args.train_subset:
-        data = data.subset(args.train_subset)
+    data, test = load_data(args)
+    out = Path(args.out_dir)
+    checkpoint = out / "checkpoint.pt"
+    state = load_checkpoint(checkpoint) if args.resume and checkpoint.exists() else None
+    out.mkdir(parents=True, exist_ok=True)
     model = build_model(args)
     if args.activation == "paramramp":
         init_ramps(model, data.images[:1000])
@@ -172,16 +218,8 @@ def train(args) -> dict:
     decay = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_decay_epochs, args.lr_decay_factor)
     steps_per_epoch = (len(data) + args.batch_size - 1) // args.batch_size
     eps_schedule, kappa_schedule, beta_schedule = schedules(args, steps_per_epoch)
-    log: list = []
-    first_epoch = 0
-    checkpoint = out / "checkpoint.pt"
-    if args.resume and checkpoint.exists():
-        state = torch.load(checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        decay.load_state_dict(state["decay"])
-        torch.set_rng_state(state["rng"])
-        log, first_epoch = state["log"], state["epoch"]
+    log, first_epoch = resume(state, checkpoint, model, optimizer, decay, bm) if state is not None else ([], 0)
+    probe = data.subset(2000, seed=args.seed + 1)  # the per-epoch clean error, on a stratified sample
     for epoch in range(first_epoch, args.epochs):
         model.train()
         started = time.perf_counter()
@@ -224,21 +262,19 @@ def train(args) -> dict:
         seconds = time.perf_counter() - started
         model.eval()
         with torch.no_grad():
-            probe = data.subset(min(len(data), 2000))
             clean = sum(int((model(x).argmax(1) != y).sum()) for x, y in probe.batches(500))
         entry = {"epoch": epoch + 1, "eps": eps, "kappa": kappa, "beta": beta, "lr": optimizer.param_groups[0]["lr"],
                  "loss": totals["loss"] / totals["count"], "train clean error": 100 * clean / len(probe),
                  "train verified error": 100 * totals["verified"] / totals["count"], "seconds": seconds}
         log.append(entry)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "decay": decay.state_dict(),
-                    "rng": torch.get_rng_state(), "log": log, "epoch": epoch + 1, "args": vars(args)}, checkpoint)
-        (out / "log.json").write_text(json.dumps(log, indent=1))
+        save_checkpoint(checkpoint, {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+                                     "optimizer": optimizer.state_dict(), "decay": decay.state_dict(),
+                                     "rng": torch.get_rng_state(), "lipschitz_iterates": lipschitz_iterates(bm),
+                                     "log": log, "epoch": epoch + 1, "args": vars(args)})
+        write_json(out / "log.json", log)
         plot(log, out / "curves.png")
         print(f"epoch {epoch + 1:3d}  eps {eps:.4f}  loss {entry['loss']:.4f}  clean err {entry['train clean error']:5.2f}%"
               f"  verified err (train bound) {entry['train verified error']:5.2f}%  {seconds:.1f}s", flush=True)
-    test = load_dataset(args.dataset, train=False, data_dir=args.data_dir)
-    if args.test_subset:
-        test = test.subset(args.test_subset)
     model.eval()
     errors = evaluate(bm, test.batches(200), ball(args.norm, args.eps_test), args.verify_methods,
                       args.pgd_steps, args.pgd_restarts)
@@ -252,7 +288,7 @@ def train(args) -> dict:
         results["l2 errors"], results["l2 eps_test"] = l2, l2_eps
         with torch.no_grad():
             results["lipschitz K max"] = float(pairwise_lipschitz(bm, exact=True).max())
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(out / "results.json", results)
     print(f"\n{args.model} ({args.activation}) on {args.dataset}, trained with {args.method}, tested on "
           f"{len(test)} test images:")
     for name, value in errors.items():
@@ -268,4 +304,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -3,6 +3,12 @@
     python examples/verify.py runs/default/checkpoint.pt --eps 0.1
     python examples/verify.py runs/mnist/checkpoint.pt --eps 0.3 --methods ibp crown-ibp crown --test-subset 1000
     python examples/verify.py runs/gloro/checkpoint.pt --norm linf --eps 0.1 --methods ibp crown-lbp alpha-crown
+    python examples/verify.py runs/default/checkpoint.pt --dtype float64      # bounds in double precision
+
+In float64, convolutions on the CPU run without oneDNN: full CROWN on conv models is many times slower
+and needs more memory than in float32 (lower --batch-size if memory runs short).
+
+A damaged checkpoint or a bad --data-dir ends the script with a one-line message (exit status 1).
 """
 from __future__ import annotations
 
@@ -14,11 +20,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from boundgraph import BoundedModule, evaluate  # noqa: E402
-from examples.data import load_dataset  # noqa: E402
-from examples.train import BOUND_METHODS, DEFAULTS, ball, build_model  # noqa: E402
+from examples.data import Split  # noqa: E402
+from examples.checkpoint import VERIFY_KEYS, load_checkpoint, restore_model, run_cli  # noqa: E402
+from examples.train import BOUND_METHODS, DEFAULTS, ball, build_model, load_split  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def main(argv=None) -> dict:
+def parse(argv=None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint.pt written by examples/train.py")
     parser.add_argument("--eps", type=float, help="radius (default: the run's --eps-test)")
@@ -26,25 +36,41 @@ def main(argv=None) -> dict:
     parser.add_argument("--methods", nargs="+", default=["ibp", "crown-ibp", "crown"], choices=BOUND_METHODS)
     parser.add_argument("--pgd-steps", type=int, default=200)
     parser.add_argument("--pgd-restarts", type=int, default=1)
-    parser.add_argument("--test-subset", type=int, default=0, help="the first N test images (0: all)")
+    parser.add_argument("--test-subset", type=int, default=0,
+                        help="N test images, a stratified sample seeded by --seed (0: all)")
+    parser.add_argument("--seed", type=int, help="seed of the test subset (default: the run's, so that the same "
+                                                 "--test-subset picks the images train.py evaluated on)")
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--data-dir", help="the dataset's files (default: where the run found them)")
-    args = parser.parse_args(argv)
-    state = torch.load(args.checkpoint)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="precision of the model, the images and the bounds")
+    return parser.parse_args(argv)
+
+
+def in_dtype(split: Split, dtype: torch.dtype) -> Split:
+    """``split`` with its images converted to ``dtype`` (labels unchanged)."""
+    return Split(split.images.to(dtype), split.labels)
+
+
+def main(argv=None) -> dict:
+    """Load the checkpoint and the test split, print the table of errors and return it."""
+    args = parse(argv)
+    state = load_checkpoint(args.checkpoint, VERIFY_KEYS)
     run = argparse.Namespace(**{**DEFAULTS, **state["args"]})
+    seed = run.seed if args.seed is None else args.seed
+    test = load_split(run.dataset, False, args.data_dir or run.data_dir, args.test_subset, seed)
+    dtype = DTYPES[args.dtype]
     model = build_model(run)
-    model.load_state_dict(state["model"])
-    model.eval()
-    test = load_dataset(run.dataset, train=False, data_dir=args.data_dir or run.data_dir)
-    if args.test_subset:
-        test = test.subset(args.test_subset)
+    restore_model(model, state, args.checkpoint)
+    model = model.to(dtype).eval()
+    test = in_dtype(test, dtype)
     eps = run.eps_test if args.eps is None else args.eps
     norm = args.norm or run.norm
     bm = BoundedModule(model, test.images[:2])
     errors = evaluate(bm, test.batches(args.batch_size), ball(norm, eps), args.methods, args.pgd_steps,
                       args.pgd_restarts)
     print(f"{run.model} ({run.activation}) trained with {run.method} on {run.dataset} ({state['epoch']} epochs); "
-          f"{'L∞' if norm == 'linf' else 'L2'} ε = {eps} on {len(test)} test images")
+          f"{'L∞' if norm == 'linf' else 'L2'} ε = {eps} on {len(test)} test images, in {args.dtype}")
     print("| error | % |\n|---|---|")
     for name, value in errors.items():
         print(f"| {name} | {value:.2f} |")
@@ -52,4 +78,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

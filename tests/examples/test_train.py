@@ -66,3 +66,54 @@ def test_every_method_and_activation_trains_and_is_verified(tmp_path, method, ac
 def test_gloro_needs_the_l2_norm():
     with pytest.raises(SystemExit):
         parse(["--method", "gloro"])
+
+
+def test_a_data_dir_that_does_not_exist_fails_before_the_first_epoch(tmp_path):
+    from examples.data import DataError
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match=str(tmp_path / "typo")):
+        main(FAST + ["--dataset", "mnist", "--data-dir", str(tmp_path / "typo"), "--epochs", "1",
+                     "--out-dir", str(out)])
+    assert not out.exists()  # no epoch ran: no checkpoint, no log
+
+
+def test_a_test_split_that_is_missing_fails_before_the_first_epoch(tmp_path):
+    from examples.data import DataError
+    from tests.examples.test_data import write_split
+    import numpy as np
+    data_dir = tmp_path / "mnist"
+    data_dir.mkdir()
+    write_split(data_dir, "train", np.zeros((20, 28, 28)), np.arange(20) % 10)  # training files only
+    with pytest.raises(DataError, match=f"no t10k-images-idx3-ubyte.*in {data_dir}"):
+        main(FAST + ["--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "1",
+                     "--out-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_labels_out_of_range_fail_before_the_first_epoch(tmp_path, monkeypatch):
+    import examples.train as train_module
+    from examples.data import DataError, synthetic
+
+    def with_a_bad_label(name, train, data_dir=None):
+        split = synthetic(100 if train else 20, train)
+        split.labels[7] = 10  # a 10-class model has classes 0…9
+        return split
+
+    monkeypatch.setattr(train_module, "load_dataset", with_a_bad_label)
+    with pytest.raises(DataError, match=r"synthetic test split .*outside 0…9.*values \[10\], first at index 7"):
+        main(FAST + ["--epochs", "1", "--out-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_and_test_subsets_are_seeded_stratified_samples(monkeypatch):
+    import examples.train as train_module
+    from tests.examples.test_data import class_sorted
+
+    monkeypatch.setattr(train_module, "load_dataset", lambda name, train, data_dir=None: class_sorted(50))
+    args = parse(["--dataset", "synthetic", "--train-subset", "50", "--test-subset", "20", "--seed", "3"])
+    data, test = train_module.load_data(args)
+    assert data.labels.bincount().tolist() == [5] * 10 and test.labels.bincount().tolist() == [2] * 10
+    again, _ = train_module.load_data(args)
+    assert torch.equal(again.images, data.images)
+    other, _ = train_module.load_data(parse(["--dataset", "synthetic", "--train-subset", "50", "--seed", "4"]))
+    assert not torch.equal(other.images, data.images)
