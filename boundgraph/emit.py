@@ -67,6 +67,30 @@ def refine(bounds: Interval, bound: Tensor, rows: Tensor) -> Interval:
     return Interval(lower.view_as(bounds.lower), upper.view_as(bounds.upper))
 
 
+def nan_where_unbounded(x: Interval, result: Any, *constants: Any) -> Any:
+    """``result`` (the interval or the lines of a nonlinear node on ``x``) with NaN wherever ``x`` is not
+    a finite interval (an infinite or NaN width: overflow, or NaN from an earlier one), and everywhere if
+    a constant operand (a learnt ramp, η) is not finite.
+
+    A saturating σ would turn such an interval into finite, wrong numbers: ReLU's lines call a NaN
+    neuron dead (every comparison with NaN is false) and clamp ``[−inf, −inf]`` to ``[0, 0]``, although
+    the overflowed sum behind it may hide any value. NaN reaches every bound computed from it (``0·NaN``
+    is NaN), and the program's output turns it into a vacuous ±inf (``vacuous``)."""
+    bad = ~torch.isfinite(x.upper - x.lower)
+    if any(isinstance(c, Tensor) and c.is_floating_point() and not bool(torch.isfinite(c).all()) for c in constants):
+        bad = torch.ones_like(bad)
+    return type(result)(*(None if t is None else torch.where(bad, math.nan, t) for t in result))
+
+
+def vacuous(bounds: Interval) -> Interval:
+    """Bounds with every lower bound that is not a finite number made −inf, every such upper bound +inf:
+    an overflow can make a result vacuous, never finite and wrong (a lower bound of +inf would be
+    wrong too, as the overflowed sum behind it may be any value)."""
+    lower, upper = bounds
+    return Interval(None if lower is None else torch.where(torch.isfinite(lower), lower, -math.inf),
+                    None if upper is None else torch.where(torch.isfinite(upper), upper, math.inf))
+
+
 def linear_start(x: Tensor) -> LinearBounds:
     """LBP's bounds of the input itself: ``I·x + 0`` on both sides, the coefficient shared by the batch
     (``(1, n_x, *shape)``), so that the ops before the first nonlinearity run once, not once per example."""
@@ -97,9 +121,9 @@ class BoundProgram:
 
     def __call__(self, model, inputs: tuple, perturbations: tuple, C: Tensor | None = None,
                  alphas: dict | None = None):
-        if alphas is None:
-            return self.fn(model, inputs, perturbations, C)
-        return self.fn(model, inputs, perturbations, C, alphas)
+        result = self.fn(model, inputs, perturbations, C) if alphas is None else self.fn(
+            model, inputs, perturbations, C, alphas)
+        return vacuous(result) if isinstance(result, Interval) else tuple(vacuous(r) for r in result)
 
     def __str__(self) -> str:
         return self.code
@@ -131,7 +155,8 @@ def _attribute_path(root: str, path: str) -> str:
 
 _HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "unstable_rows": unstable_rows,
             "rows_start": rows_start, "refine": refine, "Interval": Interval, "linear_start": linear_start,
-            "concretize_linear": concretize_linear, "PerExample": PerExample}
+            "concretize_linear": concretize_linear, "PerExample": PerExample,
+            "nan_where_unbounded": nan_where_unbounded}
 _RESERVED = {"model", "inputs", "perturbations", "C", "alphas", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
              "False", "len"} | set(_HELPERS) | set(keyword.kwlist)
 
@@ -236,18 +261,27 @@ class _Emitter:
             self.line(f"{var} = perturbations[{i}].interval({var}_x)")
             return
         self.comment(node.name)
-        transfer = "interval"
-        if self.sched.method == "singleprop" and isinstance(self.rules[node.name], Nonlinear):
-            transfer = "deviation"
-        self.line(f"{var} = {self.rule(node.name)}.{transfer}({self.call_args(node.name)})")
+        call = f"{self.rule(node.name)}.interval({self.call_args(node.name)})"
+        if isinstance(self.rules[node.name], Nonlinear):
+            if self.sched.method == "singleprop":  # a regulariser, not a bound
+                call = f"{self.rule(node.name)}.deviation({self.call_args(node.name)})"
+            else:
+                call = self.guarded(node.name, call)
+        self.line(f"{var} = {call}")
+
+    def guarded(self, node_name: str, call: str) -> str:
+        """``call`` (a nonlinear node's interval or lines) made NaN where its input is unbounded."""
+        node = self.graph[node_name]
+        constants = "".join(f", {self.operand(o)}" for o in node.operands[1:] if isinstance(o, Ref))
+        return f"nan_where_unbounded({self.v[node.operands[0].name]}, {call}{constants})"
 
     def lines(self, step: Step) -> None:
         node, var = self.graph[step.node], self.v[step.node]
         pre = self.v[node.operands[0].name]
         rest = self.call_args(node.name, skip=1)
         strategy = "adaptive" if self.strategy == "alpha" else self.strategy
-        self.line(f"{var}_lines = {self.rule(node.name)}.lines({pre}.lower, {pre}.upper, {strategy!r}"
-                  + (f", {rest})" if rest else ")"))
+        call = f"{self.rule(node.name)}.lines({pre}.lower, {pre}.upper, {strategy!r}" + (f", {rest})" if rest else ")")
+        self.line(f"{var}_lines = {self.guarded(node.name, call)}")
         if self.strategy == "alpha":  # α-CROWN: the optimised lower slopes (created from these lines)
             self.line(f"{var}_lines = {self.rule(node.name)}.with_alpha({var}_lines, {pre}.lower, {pre}.upper, "
                       f"alphas, {node.name!r})")
