@@ -70,10 +70,10 @@ def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str, with_ibp: b
             continue
         if name in need_interval or node.op == "input":
             steps.append(Step("interval", name))
+        if method not in FORWARD_ONLY and name in nonlinear:  # before a sweep from this node, which needs them
+            steps.append(Step("lines", name))
         if method == "crown" and name in pre_activations and node.op != "input":
             steps.append(sweep(name))
-        if method not in FORWARD_ONLY and name in nonlinear:
-            steps.append(Step("lines", name))
     if method not in FORWARD_ONLY and graph[graph.output].perturbed:
         steps.append(sweep(graph.output))
     return Schedule(method, graph.output, steps, with_ibp and method not in FORWARD_ONLY)
@@ -110,6 +110,8 @@ def _linear_schedule(graph: BoundGraph, method: str, topo: list[str], live: set[
             steps.append(Step("lines", name))
         if name in need_linear:
             steps.append(Step("linear", name))
+        elif graph[name].op == "input":  # the final sweep concretises at the input (no activation before it)
+            steps.append(Step("interval", name))
         if name in concrete:
             steps.append(Step("concretize", name))
     if method == "crown-lbp" and graph[output].perturbed:
