@@ -8,15 +8,21 @@ import torch
 from torch import Tensor, nn
 
 from .emit import BoundProgram, emit
+from .guard import (check_batch_dimension, check_fingerprint, check_graph, fingerprint, refuse_hooks,
+                    training_mode_problem)
 from .ir import BoundGraph, Interval
 from .ops import LINE_STRATEGIES
-from .passes import (BOUND_METHODS, METHODS, attach_rules, canonicalize, eliminate_dead_nodes, evaluate, fold_batchnorm,
-                     fuse_spec, mark_perturbed, propagate_shapes, schedule, use_batch_statistics)
+from .passes import (BOUND_METHODS as SCHEDULED_METHODS, METHODS, attach_rules, canonicalize, eliminate_dead_nodes,
+                     fold_batchnorm, fuse_spec, mark_perturbed, propagate_shapes, schedule, use_batch_statistics)
 from .perturbation import Perturbation
 from .trace import trace
 
 Inputs = Union[Tensor, Sequence[Tensor]]
+Perturbations = Union[Perturbation, Sequence[Optional[Perturbation]]]
+BOUND_METHODS = SCHEDULED_METHODS + ("alpha-crown",)
 _DROPOUT = nn.modules.dropout._DropoutNd
+_BATCH_NORM = nn.modules.batchnorm._BatchNorm
+_UNKNOWN = object()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -37,12 +43,17 @@ def _as_tuple(x: Inputs) -> tuple:
 
 
 class BoundedModule(nn.Module):
-    """Trace ``model`` on ``example_input`` (a tensor, or a tuple for several inputs) and compile it.
+    """Trace ``model`` on ``example_input`` (a tensor, or a tuple for several inputs, each with the batch
+    on dimension 0) and compile it.
 
     ``bm(x)`` is ``model(x)``; ``bm.bounds(x, perturbation, method, C)`` bounds ``C·model(x')`` (or
     ``model(x')`` without ``C``) over every ``x'`` in the perturbation set, differentiably in the
-    model's own, live parameters. ``bm(x, perturbation=..., method=...)`` does the same through
+    model's own, live parameters. ``bm(x, perturbation=..., method=...)`` is ``bm.bounds`` through
     ``forward``, so a ``DistributedDataParallel`` wrapped around a ``BoundedModule`` syncs its gradients.
+
+    The model must stay the model it was compiled from: a swapped module, a new parameter, a changed
+    attribute, or control flow that takes another path at another batch size raises
+    ``ModelChangedError``/``ValueError`` instead of bounding a stale graph (``boundgraph.guard``).
     """
 
     def __init__(self, model: nn.Module, example_input: Inputs) -> None:
@@ -50,29 +61,39 @@ class BoundedModule(nn.Module):
         self.model = model
         core = unwrap(model)
         inputs = _as_tuple(example_input)
-        if not inputs or not all(isinstance(x, Tensor) and x.dim() >= 1 for x in inputs):
-            raise ValueError("example_input must be a tensor with a batch dimension, or a tuple of them")
+        if not inputs or not all(isinstance(x, Tensor) and x.dim() >= 1 and x.shape[0] >= 1 for x in inputs):
+            raise ValueError("example_input must be a tensor with a batch dimension first (and at least one "
+                             "example), or a tuple of them")
+        for i, x in enumerate(inputs):
+            if x.is_floating_point() and not _finite(x):
+                raise ValueError(f"example input {i} contains NaN or infinite values")
+        refuse_hooks(core)
         modes = {m: m.training for m in core.modules()}
         core.eval()  # bounds use running statistics; the example's forward must not update them
         try:
-            unfolded = propagate_shapes(eliminate_dead_nodes(canonicalize(trace(core, inputs), core)), core, inputs)
+            traced = trace(core, inputs)
+            canonical = eliminate_dead_nodes(canonicalize(traced, core))
+            unfolded = propagate_shapes(canonical, core, inputs)
             graph = fold_batchnorm(unfolded)
             attach_rules(graph)
-            with torch.no_grad():
-                expected = core(*inputs)
-                got = evaluate(graph, core, inputs)[graph.output]
-            if not torch.allclose(expected, got, rtol=1e-4, atol=1e-5):
-                raise RuntimeError("internal error: the compiled graph does not compute what the model does "
-                                   f"on the example input (max difference {(expected - got).abs().max():.3g})")
+            output = check_graph(graph, core, inputs, "the example input")
+            bigger = check_batch_dimension(graph, core, inputs)
         finally:
             for module, training in modes.items():
                 module.training = training
         self.graph: BoundGraph = graph  # batch norms folded with their running statistics
+        self._canonical = canonical  # as traced in eval mode, for the training-mode check
         self._unfolded = unfolded  # for batch norms in training mode
         self.input_shapes = [tuple(x.shape[1:]) for x in inputs]
+        self.input_dtypes = [x.dtype for x in inputs]
         self.output_shape = tuple(graph[graph.output].shape[1:])
+        self.output_dtype = output.dtype
         self._norms = [(n.name, core.get_submodule(n.module)) for n in unfolded if n.op == "batch_norm" and n.module]
-        self._dropouts = [m for m in core.modules() if isinstance(m, _DROPOUT)]
+        self._fingerprint = fingerprint(core)
+        self._checked_batches = {inputs[0].shape[0], bigger[0].shape[0]}
+        self._training_problem: Any = _UNKNOWN
+        self._example = tuple(x.detach().clone() for x in inputs)  # for the training-mode trace
+        self.traced_by = traced.how  # "fx" or "export"
         self._programs: dict[tuple, BoundProgram] = {}
 
     @property
@@ -80,10 +101,27 @@ class BoundedModule(nn.Module):
         """The traced model (inside any DataParallel wrapper)."""
         return unwrap(self.model)
 
-    def forward(self, *x: Tensor, perturbation: Any = None, **bound_options: Any) -> Any:
-        if perturbation is None:
-            return self.model(*x)
-        return self._propagate(x if len(x) > 1 else x[0], perturbation, **bound_options)
+    def __getstate__(self) -> dict:
+        """Pickled without its compiled programs (generated code; they are compiled again on use)."""
+        state = dict(self.__dict__)
+        state["_programs"] = {}
+        state.pop("_lipschitz_graph", None)
+        return state
+
+    def forward(self, *x: Tensor, perturbation: Optional[Perturbations] = None,
+                deviations: Optional[Perturbations] = None, **options: Any) -> Any:
+        """``model(*x)``; with ``perturbation=``, ``bounds(x, perturbation, **options)``; with
+        ``deviations=``, SingleProp's deviations (``deviations(x, ..., **options)``)."""
+        inputs = x if len(x) > 1 else x[0]
+        if perturbation is not None and deviations is not None:
+            raise ValueError("give perturbation= (bounds) or deviations= (SingleProp), not both")
+        if perturbation is not None:
+            return self.bounds(inputs, perturbation, **options)
+        if deviations is not None:
+            return self.deviations(inputs, deviations, **options)
+        if options:
+            raise ValueError(f"options {sorted(options)} without perturbation=: a plain forward takes none")
+        return self.model(*x)
 
     def program(self, method: str = "crown-ibp", *, perturbed: Optional[Sequence[int]] = None,
                 with_spec: bool = False, bound_lower: bool = True, bound_upper: bool = True,
@@ -91,7 +129,8 @@ class BoundedModule(nn.Module):
         """The bound program for ``method`` (compiled on first use, then cached); print it to read it.
         ``perturbed``: indices of the perturbed inputs (all by default); ``with_spec``: takes ``C``;
         ``batch_statistics``: batch-norm nodes that normalise with the clean batch's statistics
-        (those in training mode); ``with_ibp``: also return the output's IBP bounds, from the same pass."""
+        (those in training mode); ``with_ibp``: also return the output's IBP bounds, from the same pass;
+        ``lines="alpha"``: α-CROWN's program, whose lower ReLU slopes come in a dict argument."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
         if lines not in LINE_STRATEGIES + ("alpha",):
@@ -113,9 +152,9 @@ class BoundedModule(nn.Module):
                                        bound_upper=bound_upper, lines=lines)
         return self._programs[key]
 
-    def bounds(self, x: Inputs, perturbation: Union[Perturbation, Sequence[Optional[Perturbation]]],
-               method: str = "crown-ibp", C: Optional[Tensor] = None, *, bound_lower: bool = True,
-               bound_upper: bool = True, lines: str = "adaptive", beta: float = 1.0) -> Interval:
+    def bounds(self, x: Inputs, perturbation: Perturbations, method: str = "crown-ibp", C: Optional[Tensor] = None, *,
+               bound_lower: bool = True, bound_upper: bool = True, lines: str = "adaptive", beta: float = 1.0,
+               iterations: int = 20, lr: float = 0.1) -> Interval:
         """``(lower, upper)`` bounds of ``C·model(x')`` for every ``x'`` in the perturbation set:
         ``(batch, specs)`` with ``C`` of shape ``(batch, specs, outputs)``, else the output's shape.
         A bound not asked for (``bound_lower``/``bound_upper``) is None and costs nothing.
@@ -123,58 +162,107 @@ class BoundedModule(nn.Module):
         2020), with both from one pass over the intermediate intervals where the method has them.
 
         Methods: ``ibp``, ``crown-ibp``, ``crown`` (every intermediate bound by its own sweep), ``lbp``
-        and ``crown-lbp`` (forward linear bounds, Lyu et al. 2021; one perturbed input). ``lines``:
-        ``adaptive``, ``tight``, ``zero`` or ``one``."""
-        if lines not in LINE_STRATEGIES:
-            raise ValueError(f"unknown line strategy {lines!r}; choose one of {LINE_STRATEGIES}")
+        and ``crown-lbp`` (forward linear bounds, Lyu et al. 2021; one perturbed input), ``alpha-crown``
+        (CROWN with lower ReLU slopes optimised by ``iterations`` Adam steps of step size ``lr``, Xu et
+        al. 2021). ``lines``: ``adaptive``, ``tight``, ``zero`` or ``one``.
+
+        A bound is never finite and wrong because of overflow: where an intermediate bound overflows,
+        the result is −inf (lower) or +inf (upper). Bounds are computed in the model's floating point,
+        rounding to nearest (see README, "Floating point")."""
         if method not in BOUND_METHODS:
             if method == "singleprop":
                 raise ValueError("singleprop propagates deviations, not sound bounds: train with "
                                  "robust_loss(..., method='singleprop') and certify with a bound method")
             raise ValueError(f"unknown method {method!r}; choose one of {BOUND_METHODS}")
-        return self._propagate(x, perturbation, method, C, bound_lower=bound_lower, bound_upper=bound_upper,
-                               lines=lines, beta=beta)
-
-    def _propagate(self, x: Inputs, perturbation: Union[Perturbation, Sequence[Optional[Perturbation]]],
-                   method: str = "crown-ibp", C: Optional[Tensor] = None, *, bound_lower: bool = True,
-                   bound_upper: bool = True, lines: str = "adaptive", beta: float = 1.0) -> Interval:
+        if lines not in LINE_STRATEGIES:
+            raise ValueError(f"unknown line strategy {lines!r}; choose one of {LINE_STRATEGIES}")
+        if method == "alpha-crown" and lines != "adaptive":
+            raise ValueError("alpha-crown starts from CROWN's adaptive lines and optimises them; lines must be "
+                             "'adaptive'")
+        if not (bound_lower or bound_upper):
+            raise ValueError("ask for the lower bound, the upper bound, or both")
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must lie in [0, 1], got {beta}")
+        inputs, perturbations = self._checked(x, perturbation, C)
+        options = dict(perturbed=[i for i, p in enumerate(perturbations) if p is not None], with_spec=C is not None,
+                       bound_lower=bound_lower, bound_upper=bound_upper, lines=lines,
+                       batch_statistics=[name for name, module in self._norms if module.training])
         if beta == 0.0:
             method = "ibp"
-        inputs = self._check_inputs(x)
-        perturbations = self._check_perturbations(perturbation, inputs)
-        self._check_spec(C, inputs[0].shape[0])
-        self._check_modes()
-        perturbed = [i for i, p in enumerate(perturbations) if p is not None]
-        norms = [name for name, module in self._norms if module.training]
         mix = beta < 1.0 and method != "ibp"
-        joint = mix and method in ("crown-ibp", "crown")  # their pass computes IBP's bounds anyway
-        options = dict(perturbed=perturbed, with_spec=C is not None, bound_lower=bound_lower,
-                       bound_upper=bound_upper, lines=lines, batch_statistics=norms)
-        program = self.program(method, with_ibp=joint, **options)
-        if not mix:
-            return program(self.core, inputs, perturbations, C)
-        if joint:
-            tight, ibp = program(self.core, inputs, perturbations, C)
+        if method == "alpha-crown":
+            from .alpha import optimized_bounds
+            tight = optimized_bounds(self, inputs, perturbations, C, options, iterations, lr)
+        elif mix and method in ("crown-ibp", "crown"):  # their pass computes IBP's bounds anyway
+            tight, ibp = self.program(method, with_ibp=True, **options)(self.core, inputs, perturbations, C)
         else:
-            tight = program(self.core, inputs, perturbations, C)
+            tight = self.program(method, **options)(self.core, inputs, perturbations, C)
+        if not mix:
+            return tight
+        if method not in ("crown-ibp", "crown"):
             ibp = self.program("ibp", **options)(self.core, inputs, perturbations, C)
         return Interval(*(None if t is None else beta * t + (1 - beta) * i for t, i in zip(tight, ibp)))
+
+    def deviations(self, x: Inputs, perturbation: Perturbations, C: Optional[Tensor] = None) -> Interval:
+        """SingleProp (Boopathy et al. 2021): the clean value of ``C·model(x)`` ± a propagated deviation.
+        **Not a bound** (a training regulariser): certify with ``bounds``."""
+        inputs, perturbations = self._checked(x, perturbation, C)
+        program = self.program("singleprop", perturbed=[i for i, p in enumerate(perturbations) if p is not None],
+                               with_spec=C is not None,
+                               batch_statistics=[name for name, module in self._norms if module.training])
+        return program(self.core, inputs, perturbations, C)
+
+    def _checked(self, x: Inputs, perturbation: Perturbations, C: Optional[Tensor]) -> tuple[tuple, tuple]:
+        """The inputs and perturbations, checked, after checking ``C`` and that the model is still the one
+        compiled (the one validation path of every way to bound)."""
+        self.check_model()
+        inputs = self._check_inputs(x)
+        perturbations = self._check_perturbations(perturbation, inputs)
+        self._check_spec(C, inputs[0])
+        if inputs[0].shape[0] not in self._checked_batches:  # once per batch size: control flow on shapes
+            check_graph(self.graph, self.core, inputs, f"a batch of {inputs[0].shape[0]}")
+            self._checked_batches.add(inputs[0].shape[0])
+        return inputs, perturbations
+
+    def check_model(self) -> None:
+        """Raise unless the model is still the one compiled (``boundgraph.guard``) and in a mode its
+        programs bound."""
+        core = self.core
+        check_fingerprint(self._fingerprint, core)
+        training = [m for m in core.modules() if m.training]
+        if any(isinstance(m, _DROPOUT) and m.p > 0 for m in training):
+            raise ValueError("Dropout in training mode is random and has no sound bound: call model.eval(), "
+                             "or remove dropout from the certified model")
+        folded = {id(module) for _, module in self._norms}
+        if any(isinstance(m, _BATCH_NORM) and id(m) not in folded for m in training):
+            raise ValueError("a batch norm in training mode that the compiled graph does not see as one (torch.export "
+                             "traced the model, or a functional call): call model.eval() to bound with its running "
+                             "statistics")
+        if training:
+            if self._training_problem is _UNKNOWN:
+                self._training_problem = training_mode_problem(core, self._example, self._canonical)
+            if self._training_problem is not None:
+                raise ValueError("in training mode the model computes something its compiled (eval-mode) graph does "
+                                 f"not: {self._training_problem}. Call model.eval() to bound the eval-mode network")
 
     def _check_inputs(self, x: Inputs) -> tuple:
         inputs = _as_tuple(x)
         if len(inputs) != len(self.input_shapes):
             raise ValueError(f"the model takes {len(self.input_shapes)} input(s); got {len(inputs)}")
-        for i, (value, shape) in enumerate(zip(inputs, self.input_shapes)):
+        for i, (value, shape, dtype) in enumerate(zip(inputs, self.input_shapes, self.input_dtypes)):
             if not isinstance(value, Tensor):
                 raise ValueError(f"input {i} must be a tensor, got {type(value).__name__}")
             if tuple(value.shape[1:]) != shape or value.dim() != len(shape) + 1:
                 raise ValueError(f"input {i} has shape {tuple(value.shape)}; the model was compiled for "
                                  f"(batch, {', '.join(map(str, shape))})")
+            if value.shape[0] == 0:
+                raise ValueError(f"input {i} is an empty batch: there is nothing to bound")
             if value.shape[0] != inputs[0].shape[0]:
                 raise ValueError(f"input {i} has batch size {value.shape[0]}, input 0 has {inputs[0].shape[0]}")
-            if not _finite(value):
+            if value.dtype != dtype:
+                raise ValueError(f"input {i} is {value.dtype}; the model was compiled for {dtype} inputs: convert "
+                                 "the input, or build a BoundedModule from a converted model and example")
+            if value.is_floating_point() and not _finite(value):
                 raise ValueError(f"input {i} contains NaN or infinite values")
         return inputs
 
@@ -185,6 +273,9 @@ class BoundedModule(nn.Module):
                                  "(or None) per input")
             perturbations: tuple = (perturbation,)
         else:
+            if not isinstance(perturbation, (tuple, list)):
+                raise ValueError(f"perturbation must be a Perturbation (LinfBall, L2Ball, Box), or a tuple of them "
+                                 f"(None for unperturbed inputs), got {type(perturbation).__name__}")
             perturbations = tuple(perturbation)
             if len(perturbations) != len(inputs):
                 raise ValueError(f"{len(perturbations)} perturbations for {len(inputs)} inputs")
@@ -192,20 +283,24 @@ class BoundedModule(nn.Module):
             if p is not None and not isinstance(p, Perturbation):
                 raise ValueError(f"perturbation {i} must be a Perturbation (LinfBall, L2Ball, Box) or None")
             if p is not None:
+                if not inputs[i].is_floating_point():
+                    raise ValueError(f"input {i} is {inputs[i].dtype}: only floating-point inputs can be perturbed")
                 p.check(inputs[i])
+        if all(p is None for p in perturbations):
+            raise ValueError("at least one input must be perturbed")
         return perturbations
 
-    def _check_spec(self, C: Optional[Tensor], batch: int) -> None:
+    def _check_spec(self, C: Optional[Tensor], like: Tensor) -> None:
         if C is None:
             return
-        outputs = math.prod(self.output_shape)
+        batch, outputs = like.shape[0], math.prod(self.output_shape)
         if not isinstance(C, Tensor) or C.dim() != 3 or C.shape[0] != batch or C.shape[2] != outputs:
             shape = tuple(C.shape) if isinstance(C, Tensor) else type(C).__name__
             raise ValueError(f"C must have shape (batch={batch}, specs, outputs={outputs}); got {shape}")
+        if C.shape[1] == 0:
+            raise ValueError("C has no specification rows: there is nothing to bound")
+        if C.dtype != self.output_dtype or C.device != like.device:
+            raise ValueError(f"C is {C.dtype} on {C.device}; the model's output is {self.output_dtype} on "
+                             f"{like.device}: convert C")
         if not _finite(C):
             raise ValueError("C contains NaN or infinite values")
-
-    def _check_modes(self) -> None:
-        if any(m.training and m.p > 0 for m in self._dropouts):
-            raise ValueError("Dropout in training mode is random and has no sound bound: call model.eval(), "
-                             "or remove dropout from the certified model")

@@ -17,3 +17,8 @@ HOW_TO_REGISTER = (
     "its IBP `interval` and its CROWN `backward` (or `lines` for an elementwise nonlinearity), "
     "registered with @rule(\"name\", spellings=(<module class, function or method name>,))."
 )
+
+
+class ModelChangedError(ValueError):
+    """The model changed after it was compiled (a module swapped, a parameter added, an attribute that
+    ``forward`` may read changed, ...): its compiled bound programs would bound the old model."""

@@ -57,6 +57,12 @@ def _record(gm: fx.GraphModule, args: tuple) -> dict[str, Any]:
 
 
 class _Tracer(fx.Tracer):
+    """fx's tracer with source lines, leaves for modules that have a rule, and buffers traced as what
+    they are (read live at every call): by default fx evaluates an expression of buffers alone, such as
+    ``self.table[0]``, once at trace time, and bounds would then ignore later changes of the buffer."""
+
+    proxy_buffer_attributes = True
+
     def __init__(self) -> None:
         super().__init__()
         self.record_stack_traces = True
@@ -69,8 +75,14 @@ class _Tracer(fx.Tracer):
 
 def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     tracer = _Tracer()
-    graph = tracer.trace(model)
-    gm = fx.GraphModule(model, graph)
+    before = set(model.__dict__)
+    try:
+        graph = tracer.trace(model)
+        gm = fx.GraphModule(model, graph)
+    finally:  # fx stores the constants it meets as attributes of the model; they live on in gm only
+        for name in set(model.__dict__) - before:
+            if name.startswith("_tensor_constant"):
+                delattr(model, name)
     placeholders = [n.name for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) != len(inputs):
         raise _Arity(f"the model's forward takes {len(placeholders)} inputs; the example gives {len(inputs)}")

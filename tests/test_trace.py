@@ -77,3 +77,23 @@ def test_user_source_skips_torch_frames():
              f'  File "{torch.__file__}", line 3, in create_node\n    inner()\n')
     assert user_source(stack) == "model.py:12: y = self.fc(x)"
     assert user_source(None) == ""
+
+
+def test_an_expression_of_buffers_alone_is_read_live_not_frozen_at_trace_time():
+    class Table(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+            self.register_buffer("table", torch.rand(4, 4))
+
+        def forward(self, x):
+            return self.fc(x) + self.table[0] * 2
+
+    model = Table().to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    bm = BoundedModule(model, x)
+    assert not [name for name in vars(model) if name.startswith("_tensor_constant")]  # fx's leftovers removed
+    model.load_state_dict({**model.state_dict(), "table": torch.full((4, 4), 7.0, dtype=DTYPE)})
+    torch.testing.assert_close(bm.bounds(x, LinfBall(0.0), "ibp").lower, model(x))
+    for method in METHODS:
+        assert_sound(bm, x, LinfBall(0.1), method)

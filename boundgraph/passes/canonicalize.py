@@ -8,6 +8,8 @@ rule raises ``UnsupportedOpError`` naming the node, the op and the user's source
 """
 from __future__ import annotations
 
+import inspect
+import operator
 import re
 from typing import Any
 
@@ -65,6 +67,54 @@ def _constant_call(n: fx.Node, spelling: Any, env: dict[str, Any], source: str, 
     return Node(n.name, "call", tuple(operands), {"fn": fn, "args": args, "kwargs": kwargs}, source, shape)
 
 
+_IN_PLACE_OPERATORS = (operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.imatmul)
+
+
+def _written_operand(n: fx.Node, spelling: Any, module: nn.Module | None) -> fx.Node | None:
+    """The tensor an in-place call writes into (its first operand), or None: a module with
+    ``inplace=True``, ``x.relu_()``/``torch.relu_``, ``x += y``, ``F.relu(x, inplace=True)``."""
+    target = n.args[0] if n.args else None
+    if not isinstance(target, fx.Node):
+        return None
+    if module is not None:
+        in_place = bool(getattr(module, "inplace", False))
+    else:
+        name = spelling[1] if isinstance(spelling, tuple) else getattr(spelling, "__name__", "")
+        in_place = spelling in _IN_PLACE_OPERATORS or (name.endswith("_") and not name.startswith("_"))
+        if not in_place and callable(spelling):
+            try:
+                in_place = bool(inspect.signature(spelling).bind_partial(*n.args, **n.kwargs).arguments.get("inplace"))
+            except (TypeError, ValueError):  # builtins without a signature, arguments it does not bind
+                in_place = bool(n.kwargs.get("inplace", False))
+    return target if in_place else None
+
+
+def _storage(value: Any) -> int | None:
+    return value.untyped_storage().data_ptr() if isinstance(value, torch.Tensor) else None
+
+
+def _check_in_place(n: fx.Node, written: fx.Node, traced: Traced, order: dict[str, int], source: str) -> None:
+    """An in-place op is followed by rebinding the tensor it writes; that is exact unless another tensor
+    made before it shares the memory (a view, an alias: found by storage on the example) and is read
+    after it, or the memory is a parameter's, which forward would change at every call."""
+    memory = _storage(traced.values.get(written.name))
+    if memory is None:
+        return
+    for other in traced.gm.graph.nodes:
+        if order[other.name] >= order[n.name]:
+            break
+        if other is not written and _storage(traced.values.get(other.name)) != memory:
+            continue
+        if other.op == "get_attr" or other.name in traced.params:
+            raise UnsupportedOpError(n.name, "in-place", source, f"writes in place into the model's own tensor "
+                                     f"'{other.target}': forward would change the model at every call")
+        if other is not written and any(order[user.name] > order[n.name] for user in other.users):
+            raise UnsupportedOpError(n.name, "in-place", source, f"writes in place into a tensor that '{other.name}' "
+                                     "shares memory with (a view or alias) and is read again later; tracing cannot "
+                                     "follow that: write the op out of place")
+
+
 def canonicalize(traced: Traced, model: nn.Module) -> BoundGraph:
     graph = BoundGraph()
     env: dict[str, Any] = {}  # fx node name -> Ref, frozen literal, or _ShapeValue
@@ -92,7 +142,12 @@ def canonicalize(traced: Traced, model: nn.Module) -> BoundGraph:
         return None
 
     output: Any = None
+    order = {n.name: i for i, n in enumerate(traced.gm.graph.nodes)}
+    rebind: dict[str, str] = {}  # tensor written in place -> the in-place node, for the reads after it
     for n in traced.gm.graph.nodes:
+        for written, by in list(rebind.items()):
+            env[written] = env[by]
+            del rebind[written]
         value = traced.values.get(n.name)
         source = user_source(n.meta.get("stack_trace"))
         if n.op == "placeholder":
@@ -125,6 +180,11 @@ def canonicalize(traced: Traced, model: nn.Module) -> BoundGraph:
             if any(d in input_dependent for d in deps):
                 input_dependent.add(n.name)
             rule_name = SPELLINGS.get(spelling)
+            module = traced.gm.get_submodule(n.target) if n.op == "call_module" else None
+            written = _written_operand(n, spelling, module)
+            if written is not None:  # later reads of the tensor an in-place op writes see its result
+                _check_in_place(n, written, traced, order, source)
+                rebind[written.name] = n.name
             if rule_name is None and n.name not in input_dependent and n.op != "call_module":
                 graph.add(_constant_call(n, spelling, env, source, value))
                 env[n.name] = Ref(n.name)
@@ -135,7 +195,6 @@ def canonicalize(traced: Traced, model: nn.Module) -> BoundGraph:
                     continue
                 raise UnsupportedOpError(n.name, _spelling_name(spelling), source,
                                          "no bound rule is registered for this op. " + HOW_TO_REGISTER)
-            module = traced.gm.get_submodule(n.target) if n.op == "call_module" else None
             args = fx.node.map_arg(n.args, lambda a: env[a.name])
             kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a.name])
             call = Call(n.name, spelling, tuple(args), dict(kwargs), module, source,

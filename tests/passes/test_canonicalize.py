@@ -1,10 +1,12 @@
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from boundgraph import BoundedModule, LinfBall, UnsupportedOpError
 from boundgraph.passes import canonicalize, eliminate_dead_nodes
 from boundgraph.trace import trace
-from tests.helpers import Chain
+from tests.helpers import DTYPE, METHODS, Chain, assert_sound
 
 
 def canonical_ops(model, x):
@@ -65,3 +67,67 @@ def test_source_lines_point_at_the_users_code():
     graph = canonicalize(trace(Net(), (torch.randn(2, 3),)), Net())
     relu = next(n for n in graph if n.op == "relu")
     assert relu.source.startswith("test_canonicalize.py:") and "torch.relu(x)  # the line" in relu.source
+
+
+class InPlaceReused(nn.Module):
+    """``h`` is written by an in-place ReLU and read again: ``relu(h) + h`` is ``2·relu(h)``."""
+
+    def __init__(self, spelling):
+        super().__init__()
+        self.fc, self.spelling = nn.Linear(3, 4), spelling
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        h = self.fc(x)
+        if self.spelling == "module":
+            a = self.act(h)
+        elif self.spelling == "method":
+            a = h.relu_()
+        else:
+            a = F.relu(h, inplace=True)
+        return a + h
+
+
+@pytest.mark.parametrize("spelling", ["module", "method", "function"])
+def test_reads_after_an_in_place_op_see_what_it_wrote_even_where_it_was_a_no_op_on_the_example(spelling):
+    model = InPlaceReused(spelling).to(DTYPE)
+    with torch.no_grad():
+        model.fc.bias.fill_(10.0)  # the example's pre-activations are all positive: the ReLU changes nothing
+    bm = BoundedModule(model, torch.randn(2, 3, dtype=DTYPE))
+    with torch.no_grad():
+        model.fc.bias.fill_(-0.5)  # now it does
+    x = torch.randn(3, 3, dtype=DTYPE)
+    for method in METHODS:
+        assert_sound(bm, x, LinfBall(0.3), method)
+    torch.testing.assert_close(bm.bounds(x, LinfBall(0.0), "ibp").lower, 2 * torch.relu(model.fc(x)))
+
+
+def test_an_in_place_op_on_a_tensor_a_live_view_shares_is_refused():
+    class ThroughView(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+
+        def forward(self, x):
+            h = self.fc(x)
+            v = h.view(h.shape[0], 2, 2)
+            h.relu_()
+            return v.flatten(1) + h
+
+    with pytest.raises(UnsupportedOpError, match="shares memory with"):
+        BoundedModule(ThroughView(), torch.randn(2, 3))
+
+
+def test_an_in_place_op_on_a_parameter_is_refused():
+    class Drifting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+            self.register_buffer("offset", torch.zeros(4))
+
+        def forward(self, x):
+            self.offset.add_(1.0)
+            return self.fc(x) + self.offset
+
+    with pytest.raises(UnsupportedOpError, match="model's own tensor 'offset'"):
+        BoundedModule(Drifting(), torch.randn(2, 3))
