@@ -3,34 +3,63 @@ optimised by projected gradient ascent on the bound itself.
 
 Every α in [0, 1] gives sound lines, so every iterate's bound is sound, and the elementwise best over
 the iterates is too. The first iterate is CROWN's own choice (adaptive α), so the result is never looser
-than CROWN. One α per example and neuron, shared by the intermediate sweeps and the final one.
+than CROWN. One α per example and neuron, shared by the intermediate sweeps and the final one. ReLU
+has such a family of lower lines (``αz``); a nonlinearity without one (ParamRamp) keeps CROWN's lines.
+It is ``bm.bounds(..., method="alpha-crown")``: the same checks, batch norm in training mode normalising
+with the clean batch's statistics as every other method does.
 """
 from __future__ import annotations
 
-from typing import Optional
+import copy
+import math
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from .bounded_module import BoundedModule
 from .ir import Interval
 from .perturbation import Perturbation
 
 
-def alpha_crown(bm: BoundedModule, x: Tensor, perturbation: Perturbation, C: Optional[Tensor] = None,
-                iterations: int = 20, lr: float = 0.1, bound_upper: bool = False) -> Interval:
-    """Bounds of ``C·f(x')`` (``f(x')`` without ``C``) over the set, at least as tight as ``method="crown"``.
-    Lower bounds always; upper bounds too with ``bound_upper`` (a second optimisation, of ``−C``)."""
-    inputs = bm._check_inputs(x)
-    perturbations = bm._check_perturbations(perturbation, inputs)
-    bm._check_spec(C, inputs[0].shape[0])
-    bm._check_modes()
-    if len(inputs) != 1:
-        raise ValueError("alpha_crown bounds models with one (perturbed) input")
-    def lower_of(spec: Optional[Tensor]) -> Tensor:
-        program = bm.program("crown", with_spec=spec is not None, bound_upper=False, lines="alpha")
-        alphas: dict[str, Tensor] = {}
-        with torch.enable_grad():
+def alpha_crown(bm, x: Tensor, perturbation: Perturbation, C: Optional[Tensor] = None, iterations: int = 20,
+                lr: float = 0.1, bound_upper: bool = False) -> Interval:
+    """Bounds of ``C·f(x')`` (``f(x')`` without ``C``) over the set, at least as tight as ``method="crown"``:
+    ``bm.bounds(x, perturbation, "alpha-crown", C, ...)`` with lower bounds only unless ``bound_upper``
+    (a second optimisation, of ``−C``)."""
+    return bm.bounds(x, perturbation, "alpha-crown", C, bound_upper=bound_upper, iterations=iterations, lr=lr)
+
+
+def _outside_inference(value: Any) -> Any:
+    """``value`` with every tensor made under ``torch.inference_mode`` cloned into a normal one (autograd
+    cannot save inference tensors), through tuples and perturbation objects."""
+    if isinstance(value, Tensor):
+        return value.clone() if value.is_inference() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_outside_inference(v) for v in value)
+    if isinstance(value, Perturbation):
+        twin = copy.copy(value)
+        twin.__dict__.update({k: _outside_inference(v) for k, v in vars(value).items()})
+        return twin
+    return value
+
+
+def optimized_bounds(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor], options: dict, iterations: int,
+                     lr: float) -> Interval:
+    """α-CROWN's bounds for checked ``inputs``, ``perturbations`` and ``C``; ``options`` are those of the
+    CROWN program (perturbed inputs, batch statistics, bounds asked for). Runs with gradients on, also
+    under ``torch.no_grad()`` or ``torch.inference_mode()``; the result carries no gradient."""
+    if iterations < 0 or not lr > 0:
+        raise ValueError(f"alpha-crown needs iterations >= 0 and lr > 0, got {iterations} and {lr}")
+    want_lower, want_upper = options["bound_lower"], options["bound_upper"]
+    crown = {k: v for k, v in options.items() if k != "with_spec"}
+    crown.update(lines="alpha", bound_lower=True, bound_upper=False)
+    batch = inputs[0].shape[0]
+    with torch.inference_mode(False), torch.enable_grad():
+        inputs, C, perturbations = _outside_inference((inputs, C, perturbations))
+
+        def lower_of(spec: Optional[Tensor]) -> Tensor:
+            program = bm.program("crown", with_spec=spec is not None, **crown)
+            alphas: dict[str, Tensor] = {}
             bound = program(bm.core, inputs, perturbations, spec, alphas).lower
             best = bound.detach()
             optimizer = torch.optim.Adam(list(alphas.values()), lr=lr) if alphas else None
@@ -44,15 +73,16 @@ def alpha_crown(bm: BoundedModule, x: Tensor, perturbation: Perturbation, C: Opt
                         alpha.clamp_(0.0, 1.0)  # the projection: αz is a lower line of ReLU for α ∈ [0, 1]
                 bound = program(bm.core, inputs, perturbations, spec, alphas).lower
                 best = torch.maximum(best, bound.detach())
-        return best
+            return best
 
-    lower = lower_of(C)
-    upper = None
-    if bound_upper:
-        if C is None:
-            outputs = bm.output_shape[0] if len(bm.output_shape) == 1 else None
-            if outputs is None:
-                raise ValueError("alpha_crown: upper bounds of a multi-dimensional output need C")
-            C = torch.eye(outputs, dtype=x.dtype).expand(x.shape[0], outputs, outputs)
-        upper = -lower_of(-C)
+        lower = lower_of(C) if want_lower else None
+        upper = None
+        if want_upper:  # the upper bound of C·f is minus the lower bound of −C·f
+            spec = C
+            if spec is None:
+                n = math.prod(bm.output_shape)
+                spec = torch.eye(n, dtype=bm.output_dtype, device=inputs[0].device).expand(batch, n, n)
+            upper = -lower_of(-spec)
+            if C is None:
+                upper = upper.reshape(batch, *bm.output_shape)
     return Interval(lower, upper)

@@ -18,8 +18,7 @@ from torch import Tensor, nn
 
 from .bounded_module import BoundedModule, unwrap
 from .passes import attach_rules, mark_perturbed
-from .passes.lipschitz import lipschitz_constants
-from .passes.shapes import source_value
+from .passes.lipschitz import constant_values, lipschitz_constants
 
 
 def pairwise_lipschitz(bm: BoundedModule, iterations: int = 1, exact: bool = False) -> Tensor:
@@ -27,6 +26,11 @@ def pairwise_lipschitz(bm: BoundedModule, iterations: int = 1, exact: bool = Fal
     ``y_i − y_j``. ``exact=False``: power iteration (``iterations`` steps per call, iterates kept on
     ``bm`` between calls: GloRo's training estimate); ``exact=True``: exact layer norms (certificates)."""
     bm = unwrap(bm)
+    bm.check_model()
+    if any(module.training for _, module in bm._norms):
+        raise ValueError("GloRo bounds the Lipschitz constant of the network with batch norm's running statistics; "
+                         "in training mode batch norm divides by each batch's statistics, which no global bound "
+                         "covers: call model.eval() on the batch norms, or train without batch norm")
     if "_lipschitz_graph" not in bm.__dict__:  # compiled once per model, like its bound programs
         graph = mark_perturbed(bm.graph, [0])
         bm.__dict__["_lipschitz_graph"] = graph, attach_rules(graph)
@@ -40,7 +44,8 @@ def pairwise_lipschitz(bm: BoundedModule, iterations: int = 1, exact: bool = Fal
         classes = bm.output_shape[0]
         eye = torch.eye(classes)
         return (2 ** 0.5) * K * (1 - eye)
-    weight = source_value(graph[out.operands[1].name], bm.core, ())
+    weight_node = out.operands[1].name
+    weight = constant_values(graph, rules, bm.core, graph.ancestors(weight_node))[weight_node]
     if exact:
         weight = weight.double()
     diff = weight.unsqueeze(0) - weight.unsqueeze(1)  # (classes, classes, features)

@@ -20,6 +20,21 @@ def margin_spec(y: Tensor, classes: int, dtype: torch.dtype | None = None) -> Te
     return rows[others].view(y.shape[0], classes - 1, classes)
 
 
+def check_labels(y: Tensor, output_shape: tuple, batch: int) -> None:
+    """Raise ``ValueError`` unless ``y`` holds one class index per example for a logits output."""
+    if len(output_shape) != 1:
+        raise ValueError(f"a classification loss needs a logits output (batch, classes); the model's output is "
+                         f"(batch, {', '.join(map(str, output_shape))})")
+    if not isinstance(y, Tensor) or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"labels must be an integer tensor of class indices, got "
+                         f"{y.dtype if isinstance(y, Tensor) else type(y).__name__}")
+    if tuple(y.shape) != (batch,):
+        raise ValueError(f"labels must have shape ({batch},), one per example; got {tuple(y.shape)}")
+    if batch and (int(y.min()) < 0 or int(y.max()) >= output_shape[0]):
+        raise ValueError(f"labels must lie in [0, {output_shape[0]}), the model's classes; got values from "
+                         f"{int(y.min())} to {int(y.max())}")
+
+
 def worst_case_logits(margin_lower: Tensor, y: Tensor) -> Tensor:
     """Logits ``−m`` for the other classes and 0 at the true class (Zhang et al. 2020): their cross
     entropy upper-bounds the cross entropy of every logit vector in the perturbation set."""
@@ -43,9 +58,13 @@ def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, pertu
     ``return_margins``, also the margin lower bounds ``m`` (``(batch, classes − 1)``; an example is
     certified by them when all are positive)."""
     bounded = unwrap(bm)
-    C = margin_spec(y, bounded.output_shape[0], x.dtype)
-    margin = bm(x, perturbation=perturbation, method=method, C=C, bound_upper=False, lines=lines,
-                beta=1.0 if method in ("ibp", "singleprop") else beta).lower
+    check_labels(y, bounded.output_shape, x.shape[0])
+    C = margin_spec(y, bounded.output_shape[0], bounded.output_dtype)
+    if method == "singleprop":
+        margin = bm(x, deviations=perturbation, C=C).lower
+    else:
+        margin = bm(x, perturbation=perturbation, method=method, C=C, bound_upper=False, lines=lines,
+                    beta=1.0 if method == "ibp" else beta).lower
     loss = F.cross_entropy(worst_case_logits(margin, y), y)
     if kappa > 0:
         loss = kappa * F.cross_entropy(bm(x), y) + (1 - kappa) * loss

@@ -8,7 +8,7 @@ Shapes: ``x`` is ``(batch, *shape)``, ``A`` is ``(batch, specs, *shape)``; resul
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
@@ -25,15 +25,44 @@ def _box_lower(A: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
 
 
 def _check_radius(eps: Scalar, name: str) -> Scalar:
+    if isinstance(eps, bool) or (isinstance(eps, Tensor) and eps.dtype == torch.bool):
+        raise ValueError(f"{name}: eps must be a number or a tensor of numbers, got the boolean {eps!r}")
     if isinstance(eps, Tensor):
         if eps.dim() > 1:
             raise ValueError(f"{name}: eps must be a number or a per-example 1-D tensor, got shape {tuple(eps.shape)}")
+        if not eps.is_floating_point():
+            eps = eps.to(torch.get_default_dtype())
         if not bool(torch.isfinite(eps).all()) or bool((eps < 0).any()):
             raise ValueError(f"{name}: eps must be finite and >= 0, got {eps}")
         return eps
     if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
         raise ValueError(f"{name}: eps must be a finite number >= 0, got {eps!r}")
     return float(eps)
+
+
+def _check_clip(clip: Any, name: str) -> Optional[tuple]:
+    """``(lower, upper)``, each a number or a tensor that broadcasts to an input, no NaN, lower ≤ upper."""
+    if clip is None:
+        return None
+    if not isinstance(clip, (tuple, list)) or len(clip) != 2:
+        raise ValueError(f"{name}: clip must be a (lower, upper) pair, got {clip!r}")
+    low, high = clip
+    for value in (low, high):
+        if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
+            raise ValueError(f"{name}: clip bounds must be numbers or tensors, got {value!r}")
+        if bool(torch.as_tensor(value).isnan().any()):
+            raise ValueError(f"{name}: clip bounds must not be NaN")
+    if bool((torch.as_tensor(low) > torch.as_tensor(high)).any()):
+        raise ValueError(f"{name}: clip lower bound above its upper bound, so the set is empty")
+    return low, high
+
+
+def _fits(shape: tuple, x: Tensor) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``x``'s shape without changing it."""
+    try:
+        return tuple(torch.broadcast_shapes(shape, x.shape)) == tuple(x.shape)
+    except RuntimeError:
+        return False
 
 
 class Perturbation:
@@ -65,9 +94,7 @@ class _Ball(Perturbation):
 
     def __init__(self, eps: Scalar, clip: tuple[Scalar, Scalar] | None = None) -> None:
         self.eps = _check_radius(eps, type(self).__name__)
-        if clip is not None and len(clip) != 2:
-            raise ValueError(f"{type(self).__name__}: clip must be a (lower, upper) pair, got {clip!r}")
-        self.clip = clip
+        self.clip = _check_clip(clip, type(self).__name__)
 
     def __repr__(self) -> str:
         clip = f", clip={self.clip}" if self.clip is not None else ""
@@ -86,12 +113,17 @@ class _Ball(Perturbation):
     def check(self, x: Tensor) -> None:
         if isinstance(self.eps, Tensor) and self.eps.dim() == 1 and self.eps.shape[0] != x.shape[0]:
             raise ValueError(f"{self!r}: {self.eps.shape[0]} per-example radii for a batch of {x.shape[0]}")
-        if self.clip is not None:  # empty iff some x_i + ε < low or x_i − ε > high: two reductions decide
-            eps = self._spec_radius(x)
-            flat = x.reshape(x.shape[0], -1)
-            low, high = self._clip_bounds(x)
-            if bool(((flat.amax(1, keepdim=True) - eps > high) | (flat.amin(1, keepdim=True) + eps < low)).any()):
-                raise ValueError(f"{self!r}: the input lies outside the clip domain {self.clip}, so the set is empty")
+        if self.clip is None:
+            return
+        if not all(_fits(tuple(torch.as_tensor(c).shape), x) for c in self.clip):
+            raise ValueError(f"{self!r}: clip bounds of shapes {[tuple(torch.as_tensor(c).shape) for c in self.clip]} "
+                             f"do not broadcast to the input's shape {tuple(x.shape)}")
+        if self._empty(x):
+            raise ValueError(f"{self!r}: the input lies outside the clip domain by more than eps, so the set is empty")
+
+    def _empty(self, x: Tensor) -> Tensor:
+        """Whether the set is empty for some example (its ball misses the clip box)."""
+        raise NotImplementedError
 
     def interval(self, x: Tensor) -> Interval:
         eps = self._radius(x)
@@ -108,9 +140,20 @@ class _Ball(Perturbation):
 
 
 class LinfBall(_Ball):
-    """``{x' : ‖x' − x‖∞ ≤ ε}``, optionally intersected with the box ``clip`` (e.g. ``(0, 1)``)."""
+    """``{x' : ‖x' − x‖∞ ≤ ε}``, optionally intersected with the box ``clip`` (e.g. ``(0, 1)``; numbers, or
+    tensors that broadcast to the input, e.g. per-channel ``(3, 1, 1)`` bounds of normalised images)."""
 
     norm = "inf"
+
+    def _empty(self, x: Tensor) -> bool:
+        """Empty iff some ``x_i − ε > high_i`` or ``x_i + ε < low_i``; for number bounds, two reductions decide."""
+        eps = self._spec_radius(x)
+        low, high = self._clip_bounds(x)
+        if low.dim() == 0 and high.dim() == 0:
+            flat = x.reshape(x.shape[0], -1)
+            return bool(((flat.amax(1, keepdim=True) - eps > high) | (flat.amin(1, keepdim=True) + eps < low)).any())
+        eps = self._radius(x)
+        return bool(((x - eps > high) | (x + eps < low)).any())
 
     def concretize(self, A: Tensor, x: Tensor) -> Tensor:
         if self.clip is not None:  # the clipped L∞ ball is exactly a box
@@ -123,6 +166,13 @@ class L2Ball(_Ball):
     """``{x' : ‖x' − x‖₂ ≤ ε}``; with ``clip``, bounds hold over the ball ∩ box (the tighter of both)."""
 
     norm = "2"
+
+    def _empty(self, x: Tensor) -> bool:
+        """Empty iff the L2 distance from some ``x`` to the clip box exceeds ε."""
+        low, high = self._clip_bounds(x)
+        distance = (x - torch.maximum(torch.minimum(x, high), low)).reshape(x.shape[0], -1).norm(dim=1)
+        eps = self._spec_radius(x)
+        return bool((distance > (eps.reshape(-1) if isinstance(eps, Tensor) else eps)).any())
 
     def concretize(self, A: Tensor, x: Tensor) -> Tensor:
         dual = A.reshape(A.shape[0], A.shape[1], -1).norm(p=2, dim=-1)
@@ -157,12 +207,9 @@ class Box(Perturbation):
         return f"Box(lower={tuple(self.lower.shape)}, upper={tuple(self.upper.shape)})"
 
     def check(self, x: Tensor) -> None:
-        try:
-            torch.broadcast_shapes(self.lower.shape, x.shape)
-            torch.broadcast_shapes(self.upper.shape, x.shape)
-        except RuntimeError:
-            raise ValueError(f"Box bounds of shape {tuple(self.lower.shape)} do not fit an input of shape "
-                             f"{tuple(x.shape)}") from None
+        if not (_fits(tuple(self.lower.shape), x) and _fits(tuple(self.upper.shape), x)):
+            raise ValueError(f"Box bounds of shapes {tuple(self.lower.shape)} and {tuple(self.upper.shape)} do not "
+                             f"broadcast to the input's shape {tuple(x.shape)}")
 
     def interval(self, x: Tensor) -> Interval:
         return Interval(self.lower.to(x).expand_as(x), self.upper.to(x).expand_as(x))

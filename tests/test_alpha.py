@@ -5,22 +5,11 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from boundgraph import BoundedModule
+import torch.nn as nn
+
+from boundgraph import BoundedModule, LinfBall
 from boundgraph.alpha import alpha_crown
 from tests.helpers import assert_sound, cnns, mlps, perturbations, random_spec
-
-
-class _AlphaAsMethod:
-    """``bm.bounds``-shaped access to α-CROWN, so the shared soundness check can sample against it."""
-
-    def __init__(self, bm):
-        self.bm = bm
-
-    def bounds(self, x, ptb, method=None, C=None, **options):
-        return alpha_crown(self.bm, x, ptb, C=C, iterations=8, bound_upper=True)
-
-    def __call__(self, x):
-        return self.bm(x)
 
 
 def check(model, x0, ptb, C=None):
@@ -28,7 +17,7 @@ def check(model, x0, ptb, C=None):
     crown = bm.bounds(x0, ptb, "crown", C=C)
     alpha = alpha_crown(bm, x0, ptb, C=C, iterations=8, bound_upper=True)
     assert (alpha.lower >= crown.lower - 1e-9).all() and (alpha.upper <= crown.upper + 1e-9).all()
-    assert_sound(_AlphaAsMethod(bm), x0, ptb, "alpha-crown", C=C, n=8)
+    assert_sound(bm, x0, ptb, "alpha-crown", C=C, n=8, iterations=8)
     return crown, alpha
 
 
@@ -55,10 +44,48 @@ def test_alpha_crown_improves_on_crown_on_a_wide_net():
     assert (alpha.lower - crown.lower).mean() > 1e-3
 
 
-def test_alpha_crown_refuses_activations_without_optimisable_lines():
-    from boundgraph import LinfBall
+def test_activations_without_optimisable_lines_keep_crowns_lines_and_relus_are_still_optimised():
     from boundgraph.nn import ParamRamp
-    model = torch.nn.Sequential(torch.nn.Linear(2, 3), ParamRamp(3), torch.nn.Linear(3, 2))
-    x0 = torch.randn(2, 2)
-    with pytest.raises(NotImplementedError, match="param_ramp: no optimisable lower lines"):
-        alpha_crown(BoundedModule(model, x0), x0, LinfBall(0.5))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), ParamRamp(16), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+    x0 = torch.randn(2, 2, dtype=torch.float64)
+    check(model, x0, LinfBall(0.5))
+
+
+def test_alpha_crown_is_a_method_of_bounds_with_both_sides_by_default():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    bm = BoundedModule(model, x)
+    both = bm.bounds(x, LinfBall(0.2), "alpha-crown")
+    lower_only = alpha_crown(bm, x, LinfBall(0.2))
+    assert both.upper is not None and lower_only.upper is None
+    torch.testing.assert_close(both.lower, lower_only.lower)
+    assert_sound(bm, x, LinfBall(0.2), "alpha-crown", iterations=5)
+
+
+def test_alpha_crown_bounds_batch_norm_in_training_mode_with_the_clean_batch_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).double()
+    with torch.no_grad():
+        model[1].running_mean.fill_(3.0)
+        model[1].running_var.fill_(0.01)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    bm = BoundedModule(model, x)
+    model.train()
+    crown = bm.bounds(x, LinfBall(0.05), "crown")
+    alpha = bm.bounds(x, LinfBall(0.05), "alpha-crown", iterations=5)
+    # both bound the network normalised by the clean batch's statistics (not the running ones)
+    assert (alpha.lower <= crown.upper + 1e-9).all() and (alpha.lower >= crown.lower - 1e-9).all()
+
+
+def test_alpha_crown_runs_under_inference_mode_and_no_grad():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(2, 4)
+    bm = BoundedModule(model, x)
+    expected = alpha_crown(bm, x, LinfBall(0.2), iterations=3)
+    for context in (torch.inference_mode, torch.no_grad):
+        with context():
+            got = alpha_crown(bm, x.clone(), LinfBall(torch.full((2,), 0.2)), iterations=3)
+        torch.testing.assert_close(got.lower, expected.lower)

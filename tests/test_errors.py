@@ -123,3 +123,77 @@ def test_a_reshape_that_mixes_the_batch_dimension_is_refused():
 
     with pytest.raises(UnsupportedOpError, match="batch dimension"):
         BoundedModule(Net(), torch.randn(2, 3))
+
+
+def test_an_example_without_a_batch_dimension_is_refused():
+    with pytest.raises(ValueError, match="batch on dimension 0"):
+        BoundedModule(nn.Linear(4, 2), torch.rand(4))
+
+
+def test_a_broadcast_that_moves_the_batch_off_dimension_0_is_refused():
+    class Broadcast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.register_buffer("table", torch.randn(2, 1, 3))
+
+        def forward(self, x):
+            return self.fc(x) + self.table
+
+    with pytest.raises(ValueError, match="node 'add'.*does not keep the batch on dimension 0"):
+        BoundedModule(Broadcast(), torch.randn(3, 4))
+
+
+def test_nan_in_the_example_and_a_random_forward_are_named_as_such():
+    x = torch.randn(2, 3)
+    x[0, 1] = float("nan")
+    with pytest.raises(ValueError, match="example input 0 contains NaN"):
+        BoundedModule(nn.Linear(3, 2), x)
+
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc(x) + torch.randn(2)
+
+    with pytest.raises(ValueError, match="not deterministic"):
+        BoundedModule(Noisy(), torch.randn(2, 3))
+
+
+def test_inputs_and_specifications_of_another_dtype_are_refused(bm):
+    with pytest.raises(ValueError, match="input 0 is torch.float64; the model was compiled for torch.float32"):
+        bm.bounds(torch.randn(2, 3, dtype=torch.float64), LinfBall(0.1))
+    with pytest.raises(ValueError, match="C is torch.float64"):
+        bm.bounds(torch.randn(2, 3), LinfBall(0.1), C=torch.randn(2, 2, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown-ibp", "crown", "lbp", "crown-lbp", "alpha-crown"])
+def test_an_empty_batch_or_a_specification_without_rows_is_refused(bm, method):
+    with pytest.raises(ValueError, match="empty batch"):
+        bm.bounds(torch.randn(0, 3), LinfBall(0.1), method)
+    with pytest.raises(ValueError, match="no specification rows"):
+        bm.bounds(torch.randn(2, 3), LinfBall(0.1), method, C=torch.zeros(2, 0, 2))
+
+
+@pytest.mark.parametrize("make", [lambda: L2Ball(0.1, clip=(0.3, 1)), lambda: LinfBall(0.1, clip=(1, 0)),
+                                  lambda: LinfBall(True), lambda: LinfBall(0.1, clip=(float("nan"), 1))])
+def test_empty_or_meaningless_perturbation_sets_are_refused(bm, make):
+    with pytest.raises(ValueError, match="empty|boolean|NaN"):
+        bm.bounds(torch.full((2, 3), 0.24), make())  # L2: within 0.1 of the box per coordinate, √3·0.06 ≈ 0.104 away
+
+
+def test_a_box_for_another_batch_size_is_refused(bm):
+    with pytest.raises(ValueError, match=r"Box bounds of shapes \(4, 3\).*input's shape \(1, 3\)"):
+        bm.bounds(torch.zeros(1, 3), Box(torch.zeros(4, 3) - 1, torch.zeros(4, 3) + 1))
+
+
+def test_the_forward_path_refuses_what_bounds_refuses(bm):
+    x = torch.zeros(1, 3)
+    with pytest.raises(ValueError, match="not sound bounds"):
+        bm(x, perturbation=LinfBall(1.0), method="singleprop")
+    with pytest.raises(ValueError, match="unknown line strategy 'alpha'"):
+        bm(x, perturbation=LinfBall(1.0), method="crown", lines="alpha")
+    with pytest.raises(ValueError, match="unknown method"):
+        bm(x, perturbation=LinfBall(1.0), method="crown-ipb")

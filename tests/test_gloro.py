@@ -123,3 +123,39 @@ def test_an_op_without_a_lipschitz_bound_is_refused_not_assumed_one():
     bm = BoundedModule(model, torch.randn(2, 2))
     with pytest.raises(UnsupportedOpError, match="test_tanh_without_lipschitz.*Lipschitz"):
         pairwise_lipschitz(bm)
+
+
+class NormalisedHead(nn.Module):
+    """A head whose weight is computed from a parameter (rows of unit norm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.ReLU())
+        self.w = nn.Parameter(torch.randn(3, 6))
+
+    def forward(self, x):
+        return nn.functional.linear(self.body(x), self.w / self.w.norm(dim=1, keepdim=True))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), nn.BatchNorm1d(3)).eval(),
+    NormalisedHead,
+])
+def test_a_head_computed_from_parameters_or_followed_by_batch_norm_has_its_lipschitz_bounds(make):
+    torch.manual_seed(0)
+    model = make().to(DTYPE)
+    if isinstance(model, nn.Sequential):
+        with torch.no_grad():
+            model[3].running_var.uniform_(0.2, 2.0)
+            model[3].weight.normal_()
+    assert_k_bounds_observed_quotients(model, torch.randn(2, 4, dtype=DTYPE))
+
+
+def test_batch_norm_in_training_mode_is_refused_not_bounded_with_running_statistics():
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3)).to(DTYPE)
+    bm = BoundedModule(model, torch.randn(2, 4, dtype=DTYPE))
+    model.train()
+    with pytest.raises(ValueError, match="batch norm"):
+        pairwise_lipschitz(bm)
+    model.eval()
+    assert pairwise_lipschitz(bm).shape == (3, 3)

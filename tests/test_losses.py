@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -81,7 +82,6 @@ def singleprop_margins(bm, x, y, ptb):
 
 def test_singleprop_is_a_regulariser_not_a_bound_method():
     model, x, y, bm = tiny()
-    import pytest
     with pytest.raises(ValueError, match="not sound bounds"):
         bm.bounds(x, LinfBall(0.1), "singleprop")
 
@@ -91,7 +91,7 @@ def test_singleprop_deviation_is_centred_on_the_clean_output_by_hand():
     upper line on ``[z − V₁, z + V₁]`` (1 active, 0 inactive, ``u/(u−l)`` unstable); ``V₂ = |W₂|V₁``."""
     model, x, y, bm = tiny()
     eps = 0.3
-    out = bm(x, perturbation=LinfBall(eps), method="singleprop")
+    out = bm.deviations(x, LinfBall(eps))
     W1, b1, W2, b2 = model[0].weight, model[0].bias, model[2].weight, model[2].bias
     z = x @ W1.T + b1
     v = eps * W1.abs().sum(1).expand_as(z)
@@ -108,7 +108,7 @@ def test_singleprop_equals_ibp_on_a_linear_network():
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).to(DTYPE)
     x = torch.randn(3, 3, dtype=DTYPE)
     bm = BoundedModule(model, x)
-    got = bm(x, perturbation=LinfBall(0.2), method="singleprop")
+    got = bm(x, deviations=LinfBall(0.2))
     want = bm.bounds(x, LinfBall(0.2), "ibp")
     torch.testing.assert_close(got.lower, want.lower)
     torch.testing.assert_close(got.upper, want.upper)
@@ -120,3 +120,13 @@ def test_singleprop_loss_is_one_extra_pass_and_trains():
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     assert "RELU.deviation" in str(bm.program("singleprop"))  # the nonlinear transfer is SingleProp's
+
+
+@pytest.mark.parametrize("y, message", [(torch.tensor([0.0, 1.0, 2.0, 1.0]), "integer tensor"),
+                                        (torch.tensor([0, 3, 1, 1]), r"in \[0, 3\)"),
+                                        (torch.tensor([-1, 0, 1, 2]), r"in \[0, 3\)"),
+                                        (torch.tensor([0]), r"shape \(4,\)")])
+def test_labels_that_are_not_class_indices_of_the_batch_are_refused(y, message):
+    model, x, _, bm = tiny()
+    with pytest.raises(ValueError, match=message):
+        robust_loss(bm, x, y, LinfBall(0.1))

@@ -1,5 +1,7 @@
 import itertools
 
+import pytest
+
 import torch
 from hypothesis import given, strategies as st
 
@@ -76,3 +78,19 @@ def test_projection_lands_in_the_set_and_keeps_points_already_there(d, seed, eps
     torch.testing.assert_close(ptb.project(x, inside), inside)
     step = ptb.ascent(torch.randn(3, d, generator=g, dtype=DTYPE), x, 0.5)
     assert torch.isfinite(step).all()
+
+
+def test_per_channel_clip_tensors_accept_inputs_inside_them_and_refuse_those_outside():
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1), torch.tensor([0.2, 0.3, 0.25]).view(3, 1, 1)
+    clip = ((0 - mean) / std, (1 - mean) / std)
+    x = (torch.rand(2, 3, 5, 5) - mean) / std
+    for ptb in (LinfBall(0.05, clip=clip), L2Ball(0.5, clip=clip)):
+        ptb.check(x)
+        lower, upper = ptb.interval(x)
+        assert (lower >= clip[0] - 1e-6).all() and (upper <= clip[1] + 1e-6).all()
+    outside = x.clone()
+    outside[0, 2, 1, 1] = clip[1][2, 0, 0] + 0.1
+    with pytest.raises(ValueError, match="outside the clip domain"):
+        LinfBall(0.05, clip=clip).check(outside)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        LinfBall(0.05, clip=(torch.zeros(4, 1, 1), 1)).check(x)

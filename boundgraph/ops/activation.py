@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import nn as boundgraph_nn
+from ..ir import Interval
 from .base import LINE_STRATEGIES, Lines, Nonlinear, method, rule
 
 aten = torch.ops.aten
@@ -96,6 +97,15 @@ def _per_feature(t: Tensor, like: Tensor) -> Tensor:
     return t.view(-1, *([1] * (like.dim() - 2)))
 
 
+def _check_eta(eta: Tensor) -> None:
+    """Monotonicity (IBP) and the lines' ``1 − η ≥ 0`` scaling need ``0 ≤ η ≤ 1``; a buffer loaded from a
+    state dict or written in place is not checked by the layer, so bounds check it. (NaN passes here and
+    makes the bounds vacuous.)"""
+    if bool(((eta < 0) | (eta > 1)).any()):
+        raise ValueError(f"ParamRamp's eta must lie in [0, 1] for its bounds, got {eta.flatten()[:4].tolist()} "
+                         "(set it with boundgraph.nn.set_eta)")
+
+
 @rule("param_ramp", spellings=(boundgraph_nn.ParamRamp,))
 class ParamRampRule(Nonlinear):
     """ParamRamp (Lyu et al. 2021): ``σ(z) = ηz + (1−η)·min(max(z, 0), r)`` with ``r ≥ 0`` learnt per
@@ -112,9 +122,14 @@ class ParamRampRule(Nonlinear):
         r = _per_feature(r.clamp(min=0), x)
         return eta * x + (1 - eta) * torch.minimum(x.clamp(min=0), r)
 
+    def interval(self, x: Interval, r: Tensor, eta: Tensor) -> Interval:  # type: ignore[override]
+        _check_eta(eta)
+        return super().interval(x, r, eta)
+
     def lines(self, lower: Tensor, upper: Tensor, strategy: str, r: Tensor, eta: Tensor) -> Lines:  # type: ignore[override]
         if strategy not in LINE_STRATEGIES:
             raise ValueError(f"param_ramp: unknown line strategy {strategy!r}")
+        _check_eta(eta)
         ramp = _ramp_lines(lower, upper, _per_feature(r.clamp(min=0), lower), strategy)
         return Lines(eta + (1 - eta) * ramp.lower_slope, (1 - eta) * ramp.lower_bias,
                      eta + (1 - eta) * ramp.upper_slope, (1 - eta) * ramp.upper_bias)

@@ -184,8 +184,9 @@ class Nonlinear(Rule):
 
     def with_alpha(self, lines: Lines, lower: Tensor, upper: Tensor, alphas: dict, key: str) -> Lines:
         """α-CROWN (Xu et al. 2021): these lines with the lower slope an optimisable ``alphas[key]`` where the
-        rule allows a family of lower lines; ``alphas[key]`` is created from ``lines`` on first use."""
-        raise NotImplementedError(f"{self.name}: no optimisable lower lines (alpha-crown supports relu)")
+        rule allows a family of lower lines; ``alphas[key]`` is created from ``lines`` on first use. A rule
+        without such a family keeps CROWN's lines (still sound; α-CROWN then optimises the others)."""
+        return lines
 
     def forward_linear(self, x: LinearBounds, lines: Lines) -> LinearBounds:  # type: ignore[override]
         """``σ(z) ≥ s_l z + t_l ≥ s_l⁺(W_l x + b_l) + s_l⁻(W_u x + b_u) + t_l``; the upper bound mirrored."""

@@ -36,20 +36,10 @@ def lipschitz_constants(graph: BoundGraph, rules: dict[str, Rule], model: nn.Mod
     if len(inputs) != 1:
         raise ValueError(f"a global Lipschitz bound needs exactly one perturbed input; {len(inputs)} are perturbed")
     cone = graph.ancestors(upto or graph.output)
-    values: dict[str, Any] = {}
+    values = constant_values(graph, rules, model, cone)
     K: dict[str, Any] = {}
     for node in graph:
-        if node.name not in cone:
-            continue
-        if not node.perturbed:
-            if node.op in ("input", "spec"):
-                raise UnsupportedOpError(node.name, node.op, node.source, "a global Lipschitz bound cannot depend "
-                                                                          "on an unperturbed input")
-            if node.op in SOURCE_KINDS:
-                values[node.name] = source_value(node, model, ())
-            else:
-                operands = [operand_value(values, o) for o in node.operands]
-                values[node.name] = rules[node.name].forward(*operands, **node.attrs)
+        if node.name not in cone or not node.perturbed:
             continue
         if node.op == "input":
             K[node.name] = 1.0
@@ -73,6 +63,24 @@ def lipschitz_constants(graph: BoundGraph, rules: dict[str, Rule], model: nn.Mod
         else:
             raise UnsupportedOpError(node.name, node.op, node.source, "no Lipschitz bound for this use of the op")
     return K
+
+
+def constant_values(graph: BoundGraph, rules: dict[str, Rule], model: nn.Module, names: set[str]) -> dict[str, Any]:
+    """The value of every unperturbed node among ``names`` (parameters, and what is computed from them
+    alone); one that depends on an unperturbed input has no value independent of the input."""
+    values: dict[str, Any] = {}
+    for node in graph:
+        if node.name not in names or node.perturbed:
+            continue
+        if node.op in ("input", "spec"):
+            raise UnsupportedOpError(node.name, node.op, node.source, "a global Lipschitz bound cannot depend "
+                                                                      "on an unperturbed input")
+        if node.op in SOURCE_KINDS:
+            values[node.name] = source_value(node, model, ())
+        else:
+            operands = [operand_value(values, o) for o in node.operands]
+            values[node.name] = rules[node.name].forward(*operands, **node.attrs)
+    return values
 
 
 class _Operator:
