@@ -76,10 +76,19 @@ def nan_where_unbounded(x: Interval, result: Any, *constants: Any) -> Any:
     neuron dead (every comparison with NaN is false) and clamp ``[−inf, −inf]`` to ``[0, 0]``, although
     the overflowed sum behind it may hide any value. NaN reaches every bound computed from it (``0·NaN``
     is NaN), and the program's output turns it into a vacuous ±inf (``vacuous``)."""
-    bad = ~torch.isfinite(x.upper - x.lower)
     if any(isinstance(c, Tensor) and c.is_floating_point() and not bool(torch.isfinite(c).all()) for c in constants):
-        bad = torch.ones_like(bad)
+        return type(result)(*(None if t is None else torch.full_like(t, math.nan) for t in result))
+    if x.lower.device.type == "cpu" and _finite_widths(x):
+        return result  # the common case, decided by two reductions instead of four elementwise passes
+    bad = ~torch.isfinite(x.upper - x.lower)
     return type(result)(*(None if t is None else torch.where(bad, math.nan, t) for t in result))
+
+
+def _finite_widths(x: Interval) -> bool:
+    """Whether every width ``u − l`` is finite: it lies between ``min u − max l`` and ``max u − min l``."""
+    lower_min, lower_max = torch.aminmax(x.lower.detach())
+    upper_min, upper_max = torch.aminmax(x.upper.detach())
+    return bool(torch.isfinite(upper_max - lower_min) & torch.isfinite(upper_min - lower_max))
 
 
 def vacuous(bounds: Interval) -> Interval:
