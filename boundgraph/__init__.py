@@ -2,8 +2,9 @@
 SingleProp)."""
 from .attacks import pgd_attack
 from .bounded_module import BoundedModule
+from .selfcheck import CheckReport, check
 from .emit import BoundProgram
-from .errors import UnsupportedOpError
+from .errors import ModelChangedError, UnsupportedOpError
 from .evaluation import certified, evaluate
 from .gloro import GloroLoss, certified_radius, gloro_logits, pairwise_lipschitz, vra
 from .ir import Interval
@@ -11,7 +12,8 @@ from .nn import ParamRamp
 from .losses import margin_spec, robust_loss, worst_case_logits
 from .perturbation import Box, L2Ball, LinfBall, Perturbation
 
-__all__ = ["BoundedModule", "BoundProgram", "Interval", "UnsupportedOpError", "Perturbation", "LinfBall",
+__all__ = ["BoundedModule", "BoundProgram", "Interval", "UnsupportedOpError", "ModelChangedError", "check",
+           "CheckReport", "Perturbation", "LinfBall",
            "L2Ball", "Box", "margin_spec", "robust_loss", "worst_case_logits",
            "pgd_attack", "certified", "evaluate", "GloroLoss", "gloro_logits", "certified_radius",
            "pairwise_lipschitz", "vra", "ParamRamp"]

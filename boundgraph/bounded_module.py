@@ -125,12 +125,14 @@ class BoundedModule(nn.Module):
 
     def program(self, method: str = "crown-ibp", *, perturbed: Optional[Sequence[int]] = None,
                 with_spec: bool = False, bound_lower: bool = True, bound_upper: bool = True,
-                lines: str = "adaptive", batch_statistics: Sequence[str] = (), with_ibp: bool = False) -> BoundProgram:
+                lines: str = "adaptive", batch_statistics: Sequence[str] = (), with_ibp: bool = False,
+                intermediates: bool = False) -> BoundProgram:
         """The bound program for ``method`` (compiled on first use, then cached); print it to read it.
         ``perturbed``: indices of the perturbed inputs (all by default); ``with_spec``: takes ``C``;
         ``batch_statistics``: batch-norm nodes that normalise with the clean batch's statistics
         (those in training mode); ``with_ibp``: also return the output's IBP bounds, from the same pass;
-        ``lines="alpha"``: α-CROWN's program, whose lower ReLU slopes come in a dict argument."""
+        ``lines="alpha"``: α-CROWN's program, whose lower ReLU slopes come in a dict argument;
+        ``intermediates``: also return every interval computed on the way, by node (``boundgraph.check``)."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
         if lines not in LINE_STRATEGIES + ("alpha",):
@@ -141,7 +143,7 @@ class BoundedModule(nn.Module):
         if not perturbed:
             raise ValueError("at least one input must be perturbed")
         norms = tuple(sorted(batch_statistics))
-        key = (method, perturbed, with_spec, bound_lower, bound_upper, lines, norms, with_ibp)
+        key = (method, perturbed, with_spec, bound_lower, bound_upper, lines, norms, with_ibp, intermediates)
         if key not in self._programs:
             graph = fold_batchnorm(use_batch_statistics(self._unfolded, set(norms))) if norms else self.graph
             graph = mark_perturbed(graph, perturbed)
@@ -149,7 +151,7 @@ class BoundedModule(nn.Module):
                 graph = fuse_spec(graph)
             rules = attach_rules(graph)
             self._programs[key] = emit(graph, rules, schedule(graph, rules, method, with_ibp), bound_lower=bound_lower,
-                                       bound_upper=bound_upper, lines=lines)
+                                       bound_upper=bound_upper, lines=lines, intermediates=intermediates)
         return self._programs[key]
 
     def bounds(self, x: Inputs, perturbation: Perturbations, method: str = "crown-ibp", C: Optional[Tensor] = None, *,

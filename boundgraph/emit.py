@@ -125,14 +125,21 @@ def concretize_linear(bounds: LinearBounds, perturbation: Any, x: Tensor) -> Int
 class BoundProgram:
     """A compiled bound program; call it, or print it to read it."""
 
-    def __init__(self, name: str, code: str, fn: Callable) -> None:
-        self.name, self.code, self.fn = name, code, fn
+    def __init__(self, name: str, code: str, fn: Callable, graph: BoundGraph, intermediates: bool = False) -> None:
+        self.name, self.code, self.fn, self.graph, self.intermediates = name, code, fn, graph, intermediates
 
     def __call__(self, model, inputs: tuple, perturbations: tuple, C: Tensor | None = None,
                  alphas: dict | None = None):
+        """The bounds (``(CROWN bounds, IBP bounds)`` for a program made ``with_ibp``); a program made with
+        ``intermediates`` returns them with a dict of every interval it computed on the way and a dict of
+        every nonlinear node's lines, by node."""
         result = self.fn(model, inputs, perturbations, C) if alphas is None else self.fn(
             model, inputs, perturbations, C, alphas)
-        return vacuous(result) if isinstance(result, Interval) else tuple(vacuous(r) for r in result)
+        extra = ()
+        if self.intermediates:
+            result, *extra = result
+        result = vacuous(result) if isinstance(result, Interval) else tuple(vacuous(r) for r in result)
+        return (result, *extra) if extra else result
 
     def __str__(self) -> str:
         return self.code
@@ -190,7 +197,8 @@ def variable_names(graph: BoundGraph) -> dict[str, str]:
 
 class _Emitter:
     def __init__(self, graph: BoundGraph, rules: dict[str, Rule], sched: Schedule,
-                 bound_lower: bool, bound_upper: bool, lines: str) -> None:
+                 bound_lower: bool, bound_upper: bool, lines: str, intermediates: bool = False) -> None:
+        self.intermediates = intermediates
         self.graph, self.rules, self.sched = graph, rules, sched
         self.v = variable_names(graph)
         self.taken = {d for var in self.v.values() for d in _derived(var)}
@@ -380,22 +388,31 @@ class _Emitter:
         low = f"{var}.lower" if self.bound_lower else "None"
         high = f"{var}.upper" if self.bound_upper else "None"
         if not out.perturbed:
-            self.line(f"return Interval({var}, {var})")
+            result = f"Interval({var}, {var})"
         elif self.sched.method in ("ibp", "lbp", "singleprop"):
-            self.line(f"return Interval({low}, {high})")
+            result = f"Interval({low}, {high})"
         elif self.sched.with_ibp:
-            self.line(f"return {var}_crown, Interval({low}, {high})")
+            result = f"{var}_crown, Interval({low}, {high})"
         else:
-            self.line(f"return {var}_crown")
+            result = f"{var}_crown"
+        if self.intermediates:  # every interval and every line computed on the way (boundgraph.check)
+            order = list(self.graph.nodes).index
+            named = sorted({step.node for step in self.sched.steps if step.kind in ("interval", "concretize")},
+                           key=order)
+            lined = sorted({step.node for step in self.sched.steps if step.kind == "lines"}, key=order)
+            intervals = ", ".join(f"{n!r}: {self.v[n]}" for n in named)
+            relaxations = ", ".join(f"{n!r}: {self.v[n]}_lines" for n in lined)
+            result = f"({result}), {{{intervals}}}, {{{relaxations}}}"
+        self.line(f"return {result}")
         fname = name.replace("-", "_") + "_bounds"
         signature = "model, inputs, perturbations, C" + (", alphas" if self.strategy == "alpha" else "")
         code = f"def {fname}({signature}):\n" + "\n".join(self.body) + "\n"
         filename = f"<boundgraph {fname} #{next(_counter)}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         exec(compile(code, filename, "exec"), self.globals)  # noqa: S102  (our own generated code)
-        return BoundProgram(name, code, self.globals[fname])
+        return BoundProgram(name, code, self.globals[fname], self.graph, self.intermediates)
 
 
 def emit(graph: BoundGraph, rules: dict[str, Rule], sched: Schedule, *, bound_lower: bool = True,
-         bound_upper: bool = True, lines: str = "adaptive") -> BoundProgram:
-    return _Emitter(graph, rules, sched, bound_lower, bound_upper, lines).program(sched.method)
+         bound_upper: bool = True, lines: str = "adaptive", intermediates: bool = False) -> BoundProgram:
+    return _Emitter(graph, rules, sched, bound_lower, bound_upper, lines, intermediates).program(sched.method)

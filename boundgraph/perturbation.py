@@ -78,6 +78,15 @@ class Perturbation:
     def check(self, x: Tensor) -> None:
         """Raise ``ValueError`` if this set cannot be placed around ``x``."""
 
+    def sample(self, x: Tensor, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` points of the set around each example of ``x``, ``(n, *x.shape)``: the even-numbered ones
+        uniformly random inside, the odd-numbered ones corners of the box (the set here, which is a box:
+        a box, or an L∞ ball clipped to a box; ``L2Ball`` overrides it)."""
+        lower, upper = self.interval(x)
+        noise = torch.rand((n, *x.shape), generator=generator, dtype=x.dtype).to(x.device)
+        noise[1::2] = noise[1::2].round()
+        return lower + noise * (upper - lower)
+
     def project(self, x: Tensor, point: Tensor) -> Tensor:
         """A point of the set near ``point`` (the set around ``x``), for attacks."""
         lower, upper = self.interval(x)
@@ -182,10 +191,32 @@ class L2Ball(_Ball):
         return torch.maximum(ball, _box_lower(A, *self.interval(x)))
 
     def project(self, x: Tensor, point: Tensor) -> Tensor:
-        """Onto the ball, then into the clip box (which keeps it inside the ball)."""
+        """Onto the ball, then into the clip box (which keeps it inside the ball when ``x`` is in the box;
+        otherwise a point it moved out of the ball falls back to the box point nearest ``x``)."""
         delta = point - x
         norms = delta.reshape(delta.shape[0], -1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
-        return self._clip(x + delta * torch.clamp(self._radius(x) / norms.clamp(min=1e-30), max=1.0))
+        return self._inside(x, self._clip(x + delta * torch.clamp(self._radius(x) / norms.clamp(min=1e-30), max=1.0)))
+
+    def sample(self, x: Tensor, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` points of the set around each example, ``(n, *x.shape)``: the even-numbered ones uniformly
+        random in the ball, the odd-numbered ones on its sphere, each then clipped into the box."""
+        direction = torch.randn((n, *x.shape), generator=generator, dtype=x.dtype).to(x.device)
+        direction = direction / direction.flatten(2).norm(dim=2).clamp(min=1e-30).view(n, -1, *([1] * (x.dim() - 1)))
+        radius = torch.rand((n, x.shape[0]), generator=generator, dtype=x.dtype).to(x.device) ** (1 / x[0].numel())
+        radius[1::2] = 1.0
+        points = x + direction * radius.view(n, -1, *([1] * (x.dim() - 1))) * self._radius(x)
+        return torch.stack([self._inside(x, self._clip(p)) for p in points])
+
+    def _inside(self, x: Tensor, point: Tensor) -> Tensor:
+        """``point``, or where it left the ball, the box point nearest ``x`` (in the set: it is not empty)."""
+        if self.clip is None:
+            return point
+        distance = (point - x).flatten(1).norm(dim=1)
+        outside = (distance > self._spec_radius(x).reshape(-1) if isinstance(self.eps, Tensor) else distance > self.eps)
+        if not bool(outside.any()):
+            return point
+        nearest = self._clip(x)
+        return torch.where(outside.view(-1, *([1] * (x.dim() - 1))), nearest, point)
 
     def ascent(self, grad: Tensor, x: Tensor, fraction: float) -> Tensor:
         norms = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp(min=1e-30).view(-1, *([1] * (x.dim() - 1)))

@@ -8,77 +8,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
-from boundgraph import Box, BoundedModule, L2Ball, LinfBall
+from boundgraph import Box, BoundedModule, L2Ball, LinfBall, check
 
 METHODS = ("ibp", "crown-ibp", "crown", "lbp", "crown-lbp")
 DTYPE = torch.float64
 
 
-def sample(ptb, x0: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` points per example, ``(n, batch, ...)``: half random inside, half corners / boundary."""
-    points = []
-    for k in range(n):
-        noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype) * 2 - 1
-        if k % 2:  # corners of the box hull, or points on the sphere
-            noise = torch.sign(noise)
-        if isinstance(ptb, L2Ball):
-            noise = noise / noise.flatten(1).norm(dim=1).view(-1, *([1] * (x0.dim() - 1))).clamp(min=1e-30)
-            if k % 2 == 0:
-                noise = noise * torch.rand(x0.shape[0], generator=generator, dtype=x0.dtype).view(
-                    -1, *([1] * (x0.dim() - 1))) ** (1 / max(1, x0[0].numel()))
-            point = x0 + noise * ptb._radius(x0)
-        elif isinstance(ptb, LinfBall):
-            point = x0 + noise * ptb._radius(x0)
-        else:
-            lower, upper = ptb.interval(x0)
-            point = (upper + lower) / 2 + noise * (upper - lower) / 2
-        points.append(ptb.project(x0, point))
-    return torch.stack(points)
-
-
-def pgd_extremes(f, ptb, x0: torch.Tensor, outputs: int, steps: int = 15) -> list[torch.Tensor]:
-    """Points that minimise and maximise each output coordinate by projected gradient steps."""
-    lower, upper = ptb.interval(x0)
-    step = ((upper - lower) / 4).clamp(min=1e-12)
-    found = []
-    for j in range(outputs):
-        for sign in (1.0, -1.0):
-            x = ((upper + lower) / 2).clone()
-            for _ in range(steps):
-                x.requires_grad_(True)
-                value = (sign * f(x).reshape(x.shape[0], -1)[:, j]).sum()
-                (grad,) = torch.autograd.grad(value, x)
-                with torch.no_grad():
-                    x = ptb.project(x0, x + step * grad.sign())
-            found.append(x.detach())
-    return found
-
-
 def assert_sound(bm: BoundedModule, x0: torch.Tensor, ptb, method: str, C: torch.Tensor | None = None,
                  n: int = 16, pgd: bool = True, seed: int = 0, **options) -> tuple:
-    """Every sampled point of the set (random, corners, PGD extremes) has its output in the bounds."""
-    lb, ub = bm.bounds(x0, ptb, method=method, C=C, **options)
-
-    def f(x):
-        out = bm(x).reshape(x.shape[0], -1)
-        return out if C is None else torch.einsum("bso,bo->bs", C, out)
-
-    generator = torch.Generator().manual_seed(seed)
-    points = list(sample(ptb, x0, n, generator))
-    if pgd:
-        points += pgd_extremes(f, ptb, x0, lb.reshape(x0.shape[0], -1).shape[1] if lb is not None else 1)
-    with torch.no_grad():
-        for point in points:
-            out = f(point)
-            if lb is not None:
-                low = lb.reshape(out.shape)
-                tol = 1e-5 * (1 + low.abs())
-                assert (out >= low - tol).all(), f"{method}: output {out} below lower bound {low}"
-            if ub is not None:
-                high = ub.reshape(out.shape)
-                tol = 1e-5 * (1 + high.abs())
-                assert (out <= high + tol).all(), f"{method}: output {out} above upper bound {high}"
-    return lb, ub
+    """Every sampled point of the set (random, corners, PGD extremes) has its output, and every
+    intermediate value, inside the bounds the method computes for it, and every nonlinear node's value
+    lies between its lines (``boundgraph.check``, the users' self-check)."""
+    report = check(bm, x0, ptb, method, C, points=n, pgd_steps=15 if pgd else 0, seed=seed, **options)
+    assert report.sound, str(report)
+    return report.bounds
 
 
 # ----- random perturbations -------------------------------------------------------------------------

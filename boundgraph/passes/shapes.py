@@ -26,11 +26,15 @@ def operand_value(values: dict[str, Any], operand: Any) -> Any:
     return values[operand.name] if isinstance(operand, Ref) else operand
 
 
-def evaluate(graph: BoundGraph, model: nn.Module, inputs: tuple, C: Tensor | None = None) -> dict[str, Any]:
-    """The concrete value of every node of ``graph`` on ``inputs`` (the model's own semantics)."""
+def evaluate(graph: BoundGraph, model: nn.Module, inputs: tuple, C: Tensor | None = None,
+             clean: tuple | None = None) -> dict[str, Any]:
+    """The concrete value of every node of ``graph`` on ``inputs`` (the model's own semantics); the clean
+    copies of inputs that batch statistics come from (``use_batch_statistics``) take ``clean``."""
     values: dict[str, Any] = {}
     for node in graph:
-        if node.op in SOURCE_KINDS:
+        if node.op == "input" and node.attrs.get("clean") and clean is not None:
+            values[node.name] = clean[node.attrs["index"]]
+        elif node.op in SOURCE_KINDS:
             values[node.name] = source_value(node, model, inputs, C)
         else:
             operands = [operand_value(values, o) for o in node.operands]

@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 from boundgraph import BoundedModule, LinfBall
 from boundgraph.ops import RULES
-from tests.helpers import DTYPE, _randomize_bn, assert_adjoint, assert_sound_all_methods, perturbations
+from tests.helpers import DTYPE, METHODS, _randomize_bn, assert_adjoint, assert_sound, assert_sound_all_methods, perturbations
 
 
 @given(st.integers(0, 2**16), st.booleans(), st.data())
@@ -87,15 +87,11 @@ def test_batchnorm_in_training_mode_bounds_the_net_normalised_by_the_clean_batch
     bm = BoundedModule(model, x0)
     frozen = frozen_to_batch_statistics(model, x0)
     reference = BoundedModule(frozen, x0)
-    g = torch.Generator().manual_seed(seed)
-    from tests.helpers import METHODS, sample
     for method in METHODS:
-        lb, ub = bm.bounds(x0, ptb, method=method)
+        lb, ub = assert_sound(bm, x0, ptb, method, n=6, seed=seed)  # the graph normalised by the clean batch
         expected = reference.bounds(x0, ptb, method=method)
         torch.testing.assert_close((lb, ub), tuple(expected))  # the same bounds as the frozen net's
-        for point in sample(ptb, x0, 6, g):
-            out = frozen(point)
-            assert (out >= lb - 1e-6).all() and (out <= ub + 1e-6).all()
+        assert_sound(reference, x0, ptb, method, n=6, seed=seed, pgd=False)
 
 
 def test_training_mode_bounds_send_gradients_through_the_batch_statistics():
