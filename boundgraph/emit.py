@@ -207,9 +207,10 @@ class _Emitter:
         self.indent = 1
         self.globals: dict[str, Any] = dict(_HELPERS, CONSTANTS={})
         self.temp = itertools.count()
-        self.per_example = {n.name for n in graph if n.op in ("input", "spec")}
+        self.per_example = {n.name for n in graph if n.op in ("input", "spec")}  # one value per example
         for node in graph:
-            if any(r in self.per_example for r in node.refs()):
+            if any(r in self.per_example for r in node.refs()) and not getattr(rules.get(node.name), "reduces_batch",
+                                                                               False):
                 self.per_example.add(node.name)
         first = next(n for n in graph.inputs() if n.perturbed)
         self.like = f"{self.v[first.name]}_x"

@@ -1,16 +1,21 @@
 """``check``: the test suite's weapon for users who register their own rules, or doubt ours.
 
 It samples points of the perturbation set (the centre, uniformly random points, corners of a box or
-points of an L2 sphere, and points found by projected gradient steps that push each output bound's
-coordinate against its bound), evaluates the compiled graph at each (the function the bounds are
-about; ``BoundedModule`` checks it computes the model) and compares every value with its bound: the
-output's, and every intermediate interval the program computed on the way. A rule whose bounds are
-wrong shows up at its own node, the first one in the report, before the error reaches the output.
+points of an L2 sphere, and points found by projected gradient steps that push each output element
+against its bound), evaluates the compiled graph at each (the function the bounds are about;
+``BoundedModule`` checks that it computes the model) and compares every value with its bound: the
+output's, every intermediate interval the program computed on the way, and every nonlinear node's
+lines. A rule whose bounds are wrong shows up at its own node, first in the report.
+
+Bounds are computed rounding to nearest (README, "Floating point"). Below float64, a violation can be
+rounding: each is then re-checked at the same point on a float64 copy of the model, and reported as
+rounding where the float64 bounds hold there.
 """
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -33,11 +38,13 @@ class Worst:
     where: str  # "output" or a node name
     op: str
     source: str
-    side: str  # "lower" or "upper"
+    side: str  # "lower", "upper", "lower line", "upper line"
     amount: float
     tolerance: float
     point: str  # which sample: "centre", "random 4", "corner 3", "pgd lower 2"
     index: tuple  # the example, then the element of the node
+    at: tuple = field(default=(), repr=False)  # the inputs of that sample
+    rounding: bool = False  # violated here, but not on a float64 copy of the model at the same point
 
     @property
     def violated(self) -> bool:
@@ -52,10 +59,17 @@ class CheckReport:
     points: int
     worst: list
     bounds: Interval  # what ``bm.bounds`` returned
+    comparisons: int = 0  # scalar comparisons of a value with a bound or a line
 
     @property
     def violations(self) -> list:
-        return [w for w in self.worst if w.violated]
+        """Violated bounds that rounding does not explain."""
+        return [w for w in self.worst if w.violated and not w.rounding]
+
+    @property
+    def rounding(self) -> list:
+        """Bounds violated in the model's dtype but holding on its float64 copy at the same point."""
+        return [w for w in self.worst if w.violated and w.rounding]
 
     @property
     def sound(self) -> bool:
@@ -63,20 +77,78 @@ class CheckReport:
 
     def __str__(self) -> str:
         verdict = "no violation" if self.sound else f"{len(self.violations)} violated bound(s)"
+        if self.rounding:
+            verdict += f", {len(self.rounding)} beyond tolerance by rounding only (they hold in float64)"
         rows = [f"{self.method}: {self.points} points, {len(self.worst)} bounds compared: {verdict}"]
-        shown = self.violations or sorted(self.worst, key=lambda w: -w.amount / (w.tolerance or 1))[:3]
+        shown = self.violations + self.rounding or sorted(self.worst, key=lambda w: -w.amount / (w.tolerance or 1))[:3]
         for w in shown:
             where = "output" if w.where == "output" else f"node '{w.where}' ({w.op})"
             what = w.side if "line" in w.side else f"{w.side} bound"
-            rows.append(f"  {'VIOLATED' if w.violated else 'closest '} {what} of {where}: "
-                        f"{w.amount:+.3g} (tolerance {w.tolerance:.2g}) at {w.point}, index {w.index}"
-                        + (f"  [{w.source}]" if w.source else ""))
+            state = "rounding" if w.rounding else ("VIOLATED" if w.violated else "closest ")
+            rows.append(f"  {state} {what} of {where}: {w.amount:+.3g} (tolerance {w.tolerance:.2g}) at {w.point}, "
+                        f"index {w.index}" + (f"  [{w.source}]" if w.source else ""))
         return "\n".join(rows)
 
 
-def _tolerance(bound: Tensor) -> Tensor:
-    scale = ROUNDING.get(bound.dtype, 1e-2)
-    return scale * (1 + bound.detach().abs().nan_to_num(posinf=0.0, neginf=0.0))
+def _magnitude(*terms: Optional[Tensor]) -> Tensor:
+    """The size rounding is relative to: the largest magnitude among the terms (an interval's two ends
+    and the value, or a line's slope·z, bias and value), infinities ignored."""
+    present = [t.detach().abs().nan_to_num(posinf=0.0, neginf=0.0) for t in terms if t is not None]
+    size = present[0]
+    for t in present[1:]:
+        size = torch.maximum(size, t)
+    return size
+
+
+class _Comparator:
+    """The bounds one program computed for a batch (output, intervals, lines), compared with the graph's
+    values at any point of the set; keeps the worst case of each bound."""
+
+    def __init__(self, bm: BoundedModule, inputs: tuple, perturbations: tuple, C: Optional[Tensor], method: str,
+                 options: dict, rtol: float) -> None:
+        self.bm, self.inputs, self.C, self.rtol = bm, inputs, C, rtol
+        self.bounds = bm.bounds(inputs, perturbations, method, C, **options)
+        program, intervals, self.relaxations = _intermediates(bm, inputs, perturbations, C, method, options)
+        self.graph = program.graph
+        detached = lambda interval: Interval(*(None if t is None else t.detach() for t in interval))  # noqa: E731
+        self.targets = {"output": detached(self.bounds)} | {name: detached(v) for name, v in intervals.items()}
+        self.worst: dict[tuple, Worst] = {}
+        self.comparisons = 0
+
+    def output_at(self, point: tuple) -> Tensor:
+        return evaluate(self.graph, self.bm.core, point, self.C, clean=self.inputs)[self.graph.output]
+
+    def record(self, name: str, side: str, amount: Tensor, magnitude: Tensor, label: str, point: tuple) -> None:
+        allowed = (self.rtol * (1 + magnitude)).expand_as(amount)
+        self.comparisons += amount.numel()
+        excess = torch.nan_to_num(amount - allowed, nan=math.inf).flatten()
+        at = int(excess.argmax())
+        known = self.worst.get((name, side))
+        if known is None or float(excess[at]) > known.amount - known.tolerance:
+            node = self.graph[name] if name != "output" else None
+            self.worst[(name, side)] = Worst(
+                name, node.op if node else "output", node.source if node else "", side, float(amount.flatten()[at]),
+                float(allowed.flatten()[at]), label, tuple(int(i) for i in torch.unravel_index(torch.tensor(at),
+                                                                                                amount.shape)), point)
+
+    def visit(self, point: tuple, label: str) -> None:
+        with torch.no_grad():
+            values = evaluate(self.graph, self.bm.core, point, self.C, clean=self.inputs)
+        for name, interval in self.targets.items():
+            some = interval.lower if interval.lower is not None else interval.upper
+            value = values[self.graph.output if name == "output" else name].reshape(some.shape)
+            size = _magnitude(interval.lower, interval.upper, value)
+            if interval.lower is not None:
+                self.record(name, "lower", interval.lower - value, size, label, point)
+            if interval.upper is not None:
+                self.record(name, "upper", value - interval.upper, size, label, point)
+        for name, lines in self.relaxations.items():  # σ(z) between its lines, at the pre-activation's value z
+            z, out = values[self.graph[name].operands[0].name], values[name]
+            slope_z, bias = lines.lower_slope * z, lines.lower_bias
+            below = slope_z + (0 if bias is None else bias)
+            self.record(name, "lower line", below - out, _magnitude(slope_z, bias, out), label, point)
+            slope_z, bias = lines.upper_slope * z, lines.upper_bias
+            self.record(name, "upper line", out - (slope_z + bias), _magnitude(slope_z, bias, out), label, point)
 
 
 def _pgd(output_at, perturbations: tuple, inputs: tuple, target: Tensor, steps: int) -> tuple:
@@ -86,7 +158,7 @@ def _pgd(output_at, perturbations: tuple, inputs: tuple, target: Tensor, steps: 
     moving = [i for i, p in enumerate(perturbations) if p is not None]
     for step in range(steps):
         point = tuple(v.requires_grad_(True) if i in moving else v for i, v in enumerate(point))
-        objective = (output_at(point) * target).sum()
+        objective = (output_at(point).reshape(target.shape) * target).sum()
         grads = torch.autograd.grad(objective, [point[i] for i in moving])
         fraction = 2.0 / steps if step < steps // 2 else 0.5 / steps
         with torch.no_grad():
@@ -104,85 +176,66 @@ def check(bm: Union[BoundedModule, Any], x: Union[Tensor, Sequence[Tensor]],
           tolerance: Optional[float] = None, **options: Any) -> CheckReport:
     """Sample ``points`` points of the perturbation set around ``x`` (plus its centre, plus, with
     ``pgd_steps``, one PGD point per output element and side) and report the worst violation of every
-    bound ``bm.bounds(x, perturbation, method, C, **options)`` computes: the output's and each
-    intermediate interval's (``alpha-crown`` and ``beta < 1`` report the output only).
+    bound ``bm.bounds(x, perturbation, method, C, **options)`` computes: the output's, each intermediate
+    interval's and each nonlinear node's lines (``alpha-crown`` and ``beta < 1``: the output's only).
 
-    ``tolerance``: the relative rounding slack, ``tolerance·(1 + |bound|)``; by default 1e-9 in float64,
-    1e-4 in float32 (see README, "Floating point")."""
+    ``tolerance``: the relative rounding slack, ``tolerance·(1 + m)`` with ``m`` the largest magnitude
+    in the comparison (the interval's ends and the value; a line's ``slope·z``, bias and ``σ(z)``); by
+    default 1e-9 in float64, 1e-4 in float32. Below float64, violations are re-checked on a float64
+    copy of the model at the same points; those that hold there are reported as rounding."""
     bounded = unwrap(bm)
     if method not in BOUND_METHODS:
         raise ValueError(f"check compares sound bounds; {method!r} is not a bound method {BOUND_METHODS}")
-    bound = bounded.bounds(x, perturbation, method, C, **options)
     inputs = bounded._check_inputs(x)
     perturbations = bounded._check_perturbations(perturbation, inputs)
-    program, intervals, relaxations = _intermediates(bounded, inputs, perturbations, C, method, options)
-    graph = program.graph
-
-    def values_at(point: tuple) -> dict:
-        return evaluate(graph, bounded.core, point, C, clean=inputs)
-
-    def output_at(point: tuple) -> Tensor:
-        return values_at(point)[graph.output].reshape(inputs[0].shape[0], -1)
-
-    detached = lambda interval: Interval(*(None if t is None else t.detach() for t in interval))  # noqa: E731
-    targets = {"output": detached(bound)} | {name: detached(v) for name, v in intervals.items()}
-    worst: dict[tuple, Worst] = {}
-
-    def record(name: str, side: str, amount: Tensor, limit: Tensor, label: str) -> None:
-        """Keep the worst ``amount`` (by how far it exceeds its tolerance) of one bound of one node."""
-        allowed = _tolerance(limit) if tolerance is None else tolerance * (1 + limit.abs())
-        allowed = allowed.expand_as(amount)
-        excess = torch.nan_to_num(amount - allowed, nan=math.inf).flatten()
-        at = int(excess.argmax())
-        known = worst.get((name, side))
-        if known is None or float(excess[at]) > known.amount - known.tolerance:
-            node = graph[name] if name != "output" else None
-            worst[(name, side)] = Worst(name, node.op if node else "output", node.source if node else "", side,
-                                        float(amount.flatten()[at]), float(allowed.flatten()[at]), label,
-                                        tuple(int(i) for i in torch.unravel_index(torch.tensor(at), amount.shape)))
-
-    def visit(point: tuple, label: str) -> None:
-        with torch.no_grad():
-            values = values_at(point)
-        for name, interval in targets.items():
-            value = values[graph.output if name == "output" else name]
-            if interval.lower is not None:
-                record(name, "lower", interval.lower - value.reshape(interval.lower.shape), interval.lower, label)
-            if interval.upper is not None:
-                record(name, "upper", value.reshape(interval.upper.shape) - interval.upper, interval.upper, label)
-        for name, lines in relaxations.items():  # σ(z) between its lines, at the pre-activation's value z
-            z, out = values[graph[name].operands[0].name], values[name]
-            below = lines.lower_slope * z + (0 if lines.lower_bias is None else lines.lower_bias)
-            record(name, "lower line", below - out, below, label)
-            above = lines.upper_slope * z + lines.upper_bias
-            record(name, "upper line", out - above, above, label)
-
+    rtol = ROUNDING.get(inputs[0].dtype, 1e-2) if tolerance is None else tolerance
+    comparator = _Comparator(bounded, inputs, perturbations, C, method, options, rtol)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         samples = [None if p is None else p.sample(v, points, generator) for v, p in zip(inputs, perturbations)]
-    visit(inputs, "centre")
+    comparator.visit(inputs, "centre")
     for k in range(points):
-        visit(tuple(v if s is None else s[k] for v, s in zip(inputs, samples)),
-              f"{'corner' if k % 2 else 'random'} {k}")
-    some = bound.lower if bound.lower is not None else bound.upper
-    elements = some.reshape(some.shape[0], -1).shape[1]
-    for element in range(elements if pgd_steps else 0):
+        comparator.visit(tuple(v if s is None else s[k] for v, s in zip(inputs, samples)),
+                         f"{'corner' if k % 2 else 'random'} {k}")
+    some = comparator.bounds.lower if comparator.bounds.lower is not None else comparator.bounds.upper
+    flat = some.reshape(some.shape[0], -1)
+    for element in range(flat.shape[1] if pgd_steps else 0):
         for side, sign in (("lower", 1.0), ("upper", -1.0)):
-            if getattr(bound, side) is not None:
-                target = torch.zeros_like(some.reshape(some.shape[0], -1))
+            if getattr(comparator.bounds, side) is not None:
+                target = torch.zeros_like(flat)
                 target[:, element] = sign
-                visit(_pgd(output_at, perturbations, inputs, target, pgd_steps), f"pgd {side} {element}")
-    order = {name: k for k, name in enumerate(graph.nodes)}
-    ranked = sorted(worst.values(), key=lambda w: (order.get(w.where, len(order)), w.side))
-    return CheckReport(method, 1 + points + (2 * elements if pgd_steps else 0), ranked, bound)
+                comparator.visit(_pgd(comparator.output_at, perturbations, inputs, target, pgd_steps),
+                                 f"pgd {side} {element}")
+    order = {name: k for k, name in enumerate(comparator.graph.nodes)}
+    worst = sorted(comparator.worst.values(), key=lambda w: (order.get(w.where, len(order)), w.side))
+    violated = [w for w in worst if w.violated]
+    if violated and inputs[0].dtype != torch.float64 and tolerance is None:
+        _explain_by_rounding(bounded, inputs, perturbations, C, method, options, violated)
+    return CheckReport(method, 1 + points + (2 * flat.shape[1] if pgd_steps else 0), worst, comparator.bounds,
+                       comparator.comparisons)
+
+
+def _explain_by_rounding(bm: BoundedModule, inputs: tuple, perturbations: tuple, C: Optional[Tensor], method: str,
+                         options: dict, violated: list) -> None:
+    """Mark as rounding each violation that a float64 copy of the model, bounded the same way, does not
+    have at the same point."""
+    model = copy.deepcopy(bm.core).double()
+    wide = lambda t: t if t is None or not t.is_floating_point() else t.double()  # noqa: E731
+    inputs64 = tuple(wide(v) for v in inputs)
+    twin = BoundedModule(model, inputs64)
+    comparator = _Comparator(twin, inputs64, perturbations, wide(C), method, options, ROUNDING[torch.float64])
+    for w in violated:
+        comparator.worst = {}
+        comparator.visit(tuple(wide(v) for v in w.at), w.point)
+        again = comparator.worst.get((w.where, w.side))
+        w.rounding = again is not None and not again.violated
 
 
 def _intermediates(bm: BoundedModule, inputs: tuple, perturbations: tuple, C: Optional[Tensor], method: str,
                    options: dict) -> tuple:
-    """The program ``bounds`` ran (with the intervals it computes on the way, by node), or, where those
-    are not one program's (α-CROWN, β-mixing), the plain CROWN program and no intervals; and the lines
-    of every nonlinear node."""
-    plain = method in ("alpha-crown",) or options.get("beta", 1.0) < 1.0
+    """The program ``bounds`` ran, with the intervals it computes on the way and every nonlinear node's
+    lines, by node; where those are not one program's (α-CROWN, β-mixing), no intervals and no lines."""
+    plain = method == "alpha-crown" or options.get("beta", 1.0) < 1.0
     program = bm.program("crown" if method == "alpha-crown" else method,
                          perturbed=[i for i, p in enumerate(perturbations) if p is not None], with_spec=C is not None,
                          lines=options.get("lines", "adaptive"), intermediates=True,

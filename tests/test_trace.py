@@ -50,8 +50,8 @@ def test_exported_models_keep_every_op_of_the_set():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     model = ControlFlowCNN().to(DTYPE)
-    from tests.helpers import _randomize_bn
-    _randomize_bn(model.bn, g)
+    from tests.helpers import randomize_bn
+    randomize_bn(model.bn, g)
     model.eval()
     x = torch.randn(2, 1, 6, 6, dtype=DTYPE)
     bm = BoundedModule(model, x)

@@ -85,6 +85,7 @@ class Rule:
 
     name = ""
     perturbable: tuple[int, ...] = (0,)
+    reduces_batch = False  # its value is one for the whole batch (batch statistics), not one per example
 
     def canonicalize(self, call: Call) -> tuple[tuple, dict]:
         """Operands and attributes of the canonical node for one traced spelling."""

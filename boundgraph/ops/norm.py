@@ -102,6 +102,7 @@ class BatchMean(Rule):
     """The per-channel mean of a batch, as batch norm computes it in training mode."""
 
     perturbable = ()
+    reduces_batch = True
 
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=_reduced_dims(x))
@@ -112,6 +113,7 @@ class BatchVariance(Rule):
     """The per-channel (biased) variance of a batch, as batch norm normalises with it in training mode."""
 
     perturbable = ()
+    reduces_batch = True
 
     def forward(self, x: Tensor) -> Tensor:
         return x.var(dim=_reduced_dims(x), unbiased=False)

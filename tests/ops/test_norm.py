@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 from boundgraph import BoundedModule, LinfBall
 from boundgraph.ops import RULES
-from tests.helpers import DTYPE, METHODS, _randomize_bn, assert_adjoint, assert_sound, assert_sound_all_methods, perturbations
+from tests.helpers import DTYPE, METHODS, randomize_bn, assert_adjoint, assert_sound, assert_sound_all_methods, perturbations
 
 
 @given(st.integers(0, 2**16), st.booleans(), st.data())
@@ -14,7 +14,7 @@ def test_batchnorm2d_after_relu_is_bounded_by_its_own_rule(seed, affine, data):
     g = torch.Generator().manual_seed(seed)
     bn = nn.BatchNorm2d(2, affine=affine)
     if affine:
-        _randomize_bn(bn, g)
+        randomize_bn(bn, g)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), bn, nn.Flatten(), nn.Linear(2 * 3 * 3, 2)).to(DTYPE).eval()
     x0 = torch.randn(2, 1, 5, 5, dtype=DTYPE)
     assert "batch_norm" in [n.op for n in BoundedModule(model, x0).graph]  # not foldable: relu in between
@@ -25,7 +25,7 @@ def test_batchnorm2d_after_relu_is_bounded_by_its_own_rule(seed, affine, data):
 def test_batchnorm1d_folded_into_linear_is_sound(seed, data):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Linear(3, 4), _randomize_bn(nn.BatchNorm1d(4), g), nn.ReLU(), nn.Linear(4, 2))
+    model = nn.Sequential(nn.Linear(3, 4), randomize_bn(nn.BatchNorm1d(4), g), nn.ReLU(), nn.Linear(4, 2))
     model = model.to(DTYPE).eval()
     x0 = torch.randn(3, 3, dtype=DTYPE)
     assert "batch_norm" not in [n.op for n in BoundedModule(model, x0).graph]

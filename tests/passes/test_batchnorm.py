@@ -3,7 +3,7 @@ import torch.nn as nn
 
 from boundgraph.passes import canonicalize, evaluate, fold_batchnorm, propagate_shapes
 from boundgraph.trace import trace
-from tests.helpers import _randomize_bn
+from tests.helpers import randomize_bn
 
 
 def compiled(model, x):
@@ -12,7 +12,7 @@ def compiled(model, x):
 
 def test_batchnorm_after_conv_is_folded_and_computes_the_same():
     g = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), _randomize_bn(nn.BatchNorm2d(3), g), nn.ReLU()).eval()
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), randomize_bn(nn.BatchNorm2d(3), g), nn.ReLU()).eval()
     x = torch.randn(2, 2, 5, 5)
     graph = compiled(model, x)
     folded = fold_batchnorm(graph)
@@ -24,7 +24,7 @@ def test_batchnorm_after_conv_is_folded_and_computes_the_same():
 
 def test_folded_weights_follow_the_live_parameters():
     g = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), _randomize_bn(nn.BatchNorm1d(4), g)).eval()
+    model = nn.Sequential(nn.Linear(3, 4), randomize_bn(nn.BatchNorm1d(4), g)).eval()
     x = torch.randn(2, 3)
     folded = fold_batchnorm(compiled(model, x))
     with torch.no_grad():
@@ -39,7 +39,7 @@ def test_batchnorm_with_a_shared_input_is_not_folded():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc, self.bn = nn.Linear(3, 4), _randomize_bn(nn.BatchNorm1d(4), g)
+            self.fc, self.bn = nn.Linear(3, 4), randomize_bn(nn.BatchNorm1d(4), g)
 
         def forward(self, x):
             h = self.fc(x)

@@ -1,0 +1,302 @@
+"""Random models, inputs, perturbation sets and specifications for the property tests and for
+``benchmarks/fuzz.py``. Every draw goes through one ``Choices`` interface, so hypothesis (which shrinks a
+failure to a small example and replays it) and a plain seeded fuzzer explore the same space.
+
+Families: small MLPs (every ReLU spelling, ParamRamp, two activations in a row, batch norm, residuals,
+dropout in eval mode, input normalisation), deep (8–12 layers) and wide (256–1024) MLPs, DAGs that reuse
+a module, activation-free models, CNNs (any stride, padding, dilation, groups; average pooling), and
+float32 networks whose intervals overflow. Layers get extreme weight scales (×100, ×1e-3, zero) and dead
+ReLUs; batch norm may train (bounds then use the clean batch's statistics). Perturbations: L∞ and L2
+balls, clip domains that cut them (numbers or per-element tensors), per-example radii with zeros, boxes
+with degenerate coordinates.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from boundgraph import Box, L2Ball, LinfBall, ParamRamp
+
+FAMILIES = ("mlp", "mlp", "mlp", "deep", "wide", "dag", "linear", "cnn", "cnn", "overflow")
+ACTIVATIONS = ((), ("relu",), ("relu",), ("relu",), ("ramp",), ("relu", "ramp"), ("ramp", "relu"), ("relu", "relu"))
+SCALES = (1.0, 1.0, 1.0, 1.0, 1.0, 100.0, 1e-3, 0.0)
+
+
+class Choices(Protocol):
+    def integer(self, low: int, high: int) -> int: ...
+    def boolean(self) -> bool: ...
+    def choice(self, options: Sequence) -> Any: ...
+    def real(self, low: float, high: float) -> float: ...
+
+
+class Seeded:
+    """Choices from a seeded ``random.Random`` (the fuzzer's)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def integer(self, low: int, high: int) -> int:
+        return self.rng.randint(low, high)
+
+    def boolean(self) -> bool:
+        return self.rng.random() < 0.5
+
+    def choice(self, options: Sequence) -> Any:
+        return options[self.rng.randrange(len(options))]
+
+    def real(self, low: float, high: float) -> float:
+        return self.rng.uniform(low, high)
+
+
+class Drawn:
+    """Choices drawn by hypothesis (``st.composite``'s ``draw``), so failures shrink and replay."""
+
+    def __init__(self, draw) -> None:
+        from hypothesis import strategies as st
+        self.draw, self.st = draw, st
+
+    def integer(self, low: int, high: int) -> int:
+        return self.draw(self.st.integers(low, high))
+
+    def boolean(self) -> bool:
+        return self.draw(self.st.booleans())
+
+    def choice(self, options: Sequence) -> Any:
+        return self.draw(self.st.sampled_from(list(options)))
+
+    def real(self, low: float, high: float) -> float:
+        return self.draw(self.st.floats(low, high))
+
+
+@dataclass
+class Case:
+    family: str
+    model: nn.Module
+    x0: torch.Tensor
+    perturbation: Any
+    C: Optional[torch.Tensor]
+
+    def __repr__(self) -> str:
+        spec = "" if self.C is None else f", C {tuple(self.C.shape)}"
+        mode = "train" if self.model.training else "eval"
+        return f"Case({self.family}, x0 {tuple(self.x0.shape)} {self.x0.dtype}, {self.perturbation!r}{spec}, {mode})"
+
+
+# ----- building blocks -------------------------------------------------------------------------------
+
+class Lambda(nn.Module):
+    """A function as a module (fx traces through it, so its spelling reaches the compiler)."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class Residual(nn.Module):
+    """``body(x) + x``, or ``x − body(x)``."""
+
+    def __init__(self, body: nn.Module, subtract: bool = False) -> None:
+        super().__init__()
+        self.body, self.subtract = body, subtract
+
+    def forward(self, x):
+        return x - self.body(x) if self.subtract else self.body(x) + x
+
+
+class Normalize(nn.Module):
+    """``(x − mean) / std · scale`` with buffers."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, scale: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.scale = scale
+
+    def forward(self, x):
+        return (x - self.mean) / self.std * self.scale
+
+
+class SharedDag(nn.Module):
+    """A DAG that applies one module twice and joins branches: ``h = σ(A x)``, ``a = σ(S h)``,
+    ``b = σ(S a)`` (the same ``S``), ``head(a ± b ± h)``."""
+
+    def __init__(self, d: int, width: int, activation, signs: tuple[float, float], outputs: int) -> None:
+        super().__init__()
+        self.inp, self.shared, self.head = nn.Linear(d, width), nn.Linear(width, width), nn.Linear(width, outputs)
+        self.act, self.signs = activation, signs
+
+    def forward(self, x):
+        h = self.act(self.inp(x))
+        a = self.act(self.shared(h))
+        b = self.act(self.shared(a))
+        return self.head(a + self.signs[0] * b + self.signs[1] * h)
+
+
+def _relu(c: Choices) -> nn.Module:
+    return c.choice([nn.ReLU(), Lambda(F.relu), Lambda(torch.relu), Lambda(lambda t: t.relu())])
+
+
+def _activation(c: Choices, kind: str, features: int) -> nn.Module:
+    return _relu(c) if kind == "relu" else ParamRamp(features, eta=c.choice([0.0, 0.01, 0.3]),
+                                                     r=c.choice([0.0, 0.5, 2.0]))
+
+
+def randomize_bn(bn: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Random running statistics and affine parameters (a fresh batch norm is the identity)."""
+    n = bn.num_features
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
+        bn.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+        bn.weight.copy_(torch.randn(n, generator=generator))
+        bn.bias.copy_(torch.randn(n, generator=generator) * 0.3)
+    return bn
+
+
+def _extreme(c: Choices, layer: nn.Module) -> None:
+    """Scale a layer's weight by ×100, ×1e-3 or 0 (rarely), or kill its ReLUs by a very negative bias."""
+    with torch.no_grad():
+        layer.weight.mul_(c.choice(SCALES))
+        if layer.bias is not None and c.integer(0, 7) == 0:
+            layer.bias.fill_(-50.0)
+
+
+def _mlp(c: Choices, generator: torch.Generator, depth: int, widths: Sequence[int], activations=ACTIVATIONS,
+         training: bool = False) -> tuple[nn.Module, int]:
+    d = c.integer(1, 6)
+    layers: list = []
+    if c.boolean():
+        layers.append(Normalize(torch.randn(d, generator=generator) * 0.1, torch.rand(d, generator=generator) + 0.5,
+                                c.choice([1.0, -2.0])))
+    width = d
+    for _ in range(depth):
+        new = c.choice(widths)
+        linear = nn.Linear(width, new, bias=c.boolean())
+        _extreme(c, linear)
+        block: list = [linear]
+        if c.boolean():
+            block.append(randomize_bn(nn.BatchNorm1d(new), generator))
+        block += [_activation(c, kind, new) for kind in c.choice(activations)]
+        if not training and c.integer(0, 3) == 0:
+            block.append(nn.Dropout(0.3))
+        if new == width and c.boolean():
+            layers.append(Residual(nn.Sequential(*block), subtract=c.boolean()))
+        else:
+            layers.extend(block)
+        width = new
+    layers.append(nn.Linear(width, c.integer(1, 4)))
+    return nn.Sequential(*layers), d
+
+
+def _cnn(c: Choices, generator: torch.Generator) -> tuple[nn.Module, tuple]:
+    channels, size = c.integer(1, 3), c.integer(5, 9)
+    layers: list = []
+    if c.boolean():
+        layers.append(Normalize(torch.randn(channels, 1, 1, generator=generator) * 0.1,
+                                torch.rand(channels, 1, 1, generator=generator) + 0.5, 1.0))
+    ch, h = channels, size
+    for _ in range(c.integer(1, 2)):
+        groups = c.choice([g for g in (1, 2, 3) if ch % g == 0])
+        out = groups * c.integer(1, 2)
+        k, stride, padding, dilation = c.integer(1, 3), c.integer(1, 2), c.integer(0, 2), c.integer(1, 2)
+        if (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1 < 1:
+            continue
+        conv = nn.Conv2d(ch, out, k, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                         bias=c.boolean())
+        _extreme(c, conv)
+        layers.append(conv)
+        ch, h = out, (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+        if c.boolean():
+            layers.append(randomize_bn(nn.BatchNorm2d(ch), generator))
+        layers += [_activation(c, kind, ch) for kind in c.choice(ACTIVATIONS)]
+        if c.boolean():
+            layers += [Residual(nn.Conv2d(ch, ch, 3, padding=1), subtract=False), nn.ReLU()]
+        if h >= 2 and c.boolean():
+            pool, stride, padding = c.integer(1, 2), c.integer(1, 2), c.integer(0, 1)
+            padding = min(padding, pool // 2)
+            layers.append(nn.AvgPool2d(pool, stride=stride, padding=padding, count_include_pad=c.boolean()))
+            h = (h + 2 * padding - pool) // stride + 1
+    probe = nn.Sequential(*layers).eval()(torch.zeros(1, channels, size, size))
+    flatten = c.choice([nn.Flatten(), Lambda(lambda t: t.flatten(1)), Lambda(lambda t: t.view(t.size(0), -1)),
+                        Lambda(lambda t: torch.reshape(t, (t.shape[0], -1)))])
+    layers += [flatten, nn.Linear(probe[0].numel(), c.integer(1, 3))]
+    return nn.Sequential(*layers), (channels, size, size)
+
+
+def random_perturbation(c: Choices, x0: torch.Tensor):
+    """An L∞ or L2 ball (maybe clipped by a domain that cuts it, numbers or per-element tensors; maybe
+    per-example radii, some 0), or a box with some degenerate coordinates."""
+    kind = c.choice(["linf", "l2", "box", "linf-clip", "l2-clip", "linf-per-example", "box-degenerate"])
+    eps = c.choice([0.0, 1e-6, 0.01, 0.1, 0.3, 0.5, 1.0])
+    g = torch.Generator().manual_seed(c.integer(0, 2**16))
+
+    def rand(*shape):
+        return torch.rand(shape, generator=g, dtype=x0.dtype)
+
+    if kind == "linf":
+        return LinfBall(eps)
+    if kind == "l2":
+        return L2Ball(2 * eps)
+    if kind in ("linf-clip", "l2-clip"):  # x0 inside the domain; the ball pokes out of it
+        if c.boolean():
+            domain = (float(x0.min()) - c.choice([0.0, 0.05]), float(x0.max()) + c.choice([0.0, 0.05]))
+        else:
+            domain = (x0 - rand(*x0.shape) * eps, x0 + rand(*x0.shape) * eps)
+        return LinfBall(eps, clip=domain) if kind == "linf-clip" else L2Ball(2 * eps, clip=domain)
+    if kind == "linf-per-example":
+        radii = rand(x0.shape[0]) * eps
+        radii[rand(x0.shape[0]) < 0.4] = 0.0
+        return LinfBall(radii)
+    radius = rand(*x0.shape) * eps
+    if kind == "box-degenerate":
+        radius[rand(*x0.shape) < 0.5] = 0.0
+    return Box(x0 - radius * rand(*x0.shape), x0 + radius)
+
+
+def random_case(c: Choices, families: Sequence[str] = FAMILIES, training: bool = True) -> Case:
+    """A model of one of ``families``, an input, a perturbation set and (maybe) a specification, all random;
+    with ``training``, batch norms train (normalise by the batch) in a quarter of the models."""
+    family = c.choice(families)
+    seed = c.integer(0, 2**16)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    dtype = torch.float32 if family == "overflow" else torch.float64
+    training = training and family in ("mlp", "deep", "cnn") and c.integer(0, 3) == 0
+    if family == "cnn":
+        model, shape = _cnn(c, g)
+    elif family == "dag":
+        width = c.integer(1, 8)
+        kind = c.choice(["relu", "ramp"])
+        model = SharedDag(d := c.integer(1, 6), width, _activation(c, kind, width),
+                          (c.choice([1.0, -1.0]), c.choice([1.0, -1.0, 0.0])), c.integer(1, 4))
+        shape = (d,)
+    else:
+        depth, widths, activations = {
+            "mlp": (c.integer(1, 3), range(1, 9), ACTIVATIONS), "deep": (c.integer(8, 12), range(1, 9), ACTIVATIONS),
+            "wide": (c.integer(1, 2), (256, 512, 1024), ACTIVATIONS), "linear": (c.integer(1, 3), range(1, 9), ((),)),
+            "overflow": (c.integer(12, 17), (16,), (("relu",),)),
+        }[family]
+        model, d = _mlp(c, g, depth, widths, activations, training)
+        shape = (d,)
+        if family == "overflow":
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(c.choice([30.0, 300.0]))
+    model = model.to(dtype)
+    model.train(training)
+    batch = c.integer(2 if training else 1, 3)
+    x0 = torch.randn(batch, *shape, generator=g, dtype=dtype)
+    perturbation = random_perturbation(c, x0) if family != "overflow" else LinfBall(0.5)
+    C = None
+    if c.integer(0, 2) == 0:
+        outputs = model.eval()(x0).shape[1]
+        model.train(training)
+        C = torch.randn(batch, c.integer(1, 4), outputs, generator=g, dtype=dtype) * c.choice([1.0, 1.0, 1e3])
+    return Case(family, model, x0, perturbation, C)
