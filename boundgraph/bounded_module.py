@@ -105,7 +105,8 @@ class BoundedModule(nn.Module):
         """Pickled without its compiled programs (generated code; they are compiled again on use)."""
         state = dict(self.__dict__)
         state["_programs"] = {}
-        state.pop("_lipschitz_graph", None)
+        for cache in ("_lipschitz_graph", "_float64_twin"):
+            state.pop(cache, None)
         return state
 
     def forward(self, *x: Tensor, perturbation: Optional[Perturbations] = None,

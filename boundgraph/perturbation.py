@@ -7,6 +7,7 @@ Shapes: ``x`` is ``(batch, *shape)``, ``A`` is ``(batch, specs, *shape)``; resul
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Optional, Union
 
@@ -57,6 +58,16 @@ def _check_clip(clip: Any, name: str) -> Optional[tuple]:
     return low, high
 
 
+def _select(value: Any, x: Tensor, index: Tensor) -> Any:
+    """``value[index]`` for a tensor with the batch dimension of ``x`` (as many dimensions, as many
+    examples), through tuples; anything else unchanged."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_select(v, x, index) for v in value)
+    if isinstance(value, Tensor) and value.dim() == x.dim() and value.shape[0] == x.shape[0]:
+        return value[index]
+    return value
+
+
 def _fits(shape: tuple, x: Tensor) -> bool:
     """Whether a tensor of ``shape`` broadcasts to ``x``'s shape without changing it."""
     try:
@@ -87,6 +98,13 @@ class Perturbation:
         noise[1::2] = noise[1::2].round()
         return lower + noise * (upper - lower)
 
+    def select(self, x: Tensor, index: Tensor) -> "Perturbation":
+        """The set for the examples ``x[index]`` only: tensors with the batch dimension of ``x`` (bounds
+        shaped like it) are indexed, everything else is kept."""
+        twin = copy.copy(self)
+        twin.__dict__.update({k: _select(v, x, index) for k, v in vars(self).items()})
+        return twin
+
     def project(self, x: Tensor, point: Tensor) -> Tensor:
         """A point of the set near ``point`` (the set around ``x``), for attacks."""
         lower, upper = self.interval(x)
@@ -108,6 +126,12 @@ class _Ball(Perturbation):
     def __repr__(self) -> str:
         clip = f", clip={self.clip}" if self.clip is not None else ""
         return f"{type(self).__name__}({self.eps}{clip})"
+
+    def select(self, x: Tensor, index: Tensor) -> "Perturbation":
+        twin = super().select(x, index)
+        if isinstance(self.eps, Tensor) and self.eps.dim() == 1:
+            twin.eps = self.eps[index]  # one radius per example
+        return twin
 
     def _radius(self, x: Tensor) -> Scalar:
         if isinstance(self.eps, Tensor) and self.eps.dim() == 1:

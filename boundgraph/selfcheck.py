@@ -100,6 +100,17 @@ def _magnitude(*terms: Optional[Tensor]) -> Tensor:
     return size
 
 
+def _largest(batch: int, tensors: list) -> Tensor:
+    """Per example, the largest finite magnitude among the batch-first tensors of ``tensors``."""
+    size = None
+    for t in tensors:
+        if t is None or t.dim() == 0 or t.shape[0] != batch or not t.is_floating_point():
+            continue
+        largest = t.detach().abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).reshape(batch, -1).amax(1)
+        size = largest if size is None else torch.maximum(size, largest.to(size))
+    return size if size is not None else torch.zeros(batch)
+
+
 class _Comparator:
     """The bounds one program computed for a batch (output, intervals, lines), compared with the graph's
     values at any point of the set; keeps the worst case of each bound."""
@@ -112,14 +123,18 @@ class _Comparator:
         self.graph = program.graph
         detached = lambda interval: Interval(*(None if t is None else t.detach() for t in interval))  # noqa: E731
         self.targets = {"output": detached(self.bounds)} | {name: detached(v) for name, v in intervals.items()}
+        self.batch = inputs[0].shape[0]
+        self.scale = _largest(self.batch, [end for interval in self.targets.values() for end in interval])
         self.worst: dict[tuple, Worst] = {}
         self.comparisons = 0
 
     def output_at(self, point: tuple) -> Tensor:
         return evaluate(self.graph, self.bm.core, point, self.C, clean=self.inputs)[self.graph.output]
 
-    def record(self, name: str, side: str, amount: Tensor, magnitude: Tensor, label: str, point: tuple) -> None:
-        allowed = (self.rtol * (1 + magnitude)).expand_as(amount)
+    def record(self, name: str, side: str, amount: Tensor, magnitude: Tensor, label: str, point: tuple,
+               scale: Tensor) -> None:
+        size = torch.maximum(magnitude, scale.view(-1, *([1] * (magnitude.dim() - 1)))) if magnitude.dim() else magnitude
+        allowed = (self.rtol * (1 + size)).expand_as(amount)
         self.comparisons += amount.numel()
         excess = torch.nan_to_num(amount - allowed, nan=math.inf).flatten()
         at = int(excess.argmax())
@@ -134,21 +149,23 @@ class _Comparator:
     def visit(self, point: tuple, label: str) -> None:
         with torch.no_grad():
             values = evaluate(self.graph, self.bm.core, point, self.C, clean=self.inputs)
+        scale = torch.maximum(self.scale, _largest(self.batch, [v for v in values.values() if isinstance(v, Tensor)]))
         for name, interval in self.targets.items():
             some = interval.lower if interval.lower is not None else interval.upper
             value = values[self.graph.output if name == "output" else name].reshape(some.shape)
             size = _magnitude(interval.lower, interval.upper, value)
             if interval.lower is not None:
-                self.record(name, "lower", interval.lower - value, size, label, point)
+                self.record(name, "lower", interval.lower - value, size, label, point, scale)
             if interval.upper is not None:
-                self.record(name, "upper", value - interval.upper, size, label, point)
+                self.record(name, "upper", value - interval.upper, size, label, point, scale)
         for name, lines in self.relaxations.items():  # σ(z) between its lines, at the pre-activation's value z
             z, out = values[self.graph[name].operands[0].name], values[name]
             slope_z, bias = lines.lower_slope * z, lines.lower_bias
             below = slope_z + (0 if bias is None else bias)
-            self.record(name, "lower line", below - out, _magnitude(slope_z, bias, out), label, point)
+            self.record(name, "lower line", below - out, _magnitude(slope_z, bias, out), label, point, scale)
             slope_z, bias = lines.upper_slope * z, lines.upper_bias
-            self.record(name, "upper line", out - (slope_z + bias), _magnitude(slope_z, bias, out), label, point)
+            self.record(name, "upper line", out - (slope_z + bias), _magnitude(slope_z, bias, out), label, point,
+                        scale)
 
 
 def _pgd(output_at, perturbations: tuple, inputs: tuple, target: Tensor, steps: int) -> tuple:
@@ -179,9 +196,11 @@ def check(bm: Union[BoundedModule, Any], x: Union[Tensor, Sequence[Tensor]],
     bound ``bm.bounds(x, perturbation, method, C, **options)`` computes: the output's, each intermediate
     interval's and each nonlinear node's lines (``alpha-crown`` and ``beta < 1``: the output's only).
 
-    ``tolerance``: the relative rounding slack, ``tolerance·(1 + m)`` with ``m`` the largest magnitude
-    in the comparison (the interval's ends and the value; a line's ``slope·z``, bias and ``σ(z)``); by
-    default 1e-9 in float64, 1e-4 in float32. Below float64, violations are re-checked on a float64
+    ``tolerance``: the relative rounding slack, ``tolerance·(1 + m)`` with ``m`` the larger of the
+    magnitudes in the comparison (the interval's ends and the value; a line's ``slope·z``, bias and
+    ``σ(z)``) and the example's rounding scale (the largest end of any interval the program computed and
+    the largest value of any node: rounding is relative to the values that cancel, not to what is left);
+    by default 1e-9 in float64, 1e-4 in float32. Below float64, violations are re-checked on a float64
     copy of the model at the same points; those that hold there are reported as rounding."""
     bounded = unwrap(bm)
     if method not in BOUND_METHODS:
@@ -209,7 +228,7 @@ def check(bm: Union[BoundedModule, Any], x: Union[Tensor, Sequence[Tensor]],
     order = {name: k for k, name in enumerate(comparator.graph.nodes)}
     worst = sorted(comparator.worst.values(), key=lambda w: (order.get(w.where, len(order)), w.side))
     violated = [w for w in worst if w.violated]
-    if violated and inputs[0].dtype != torch.float64 and tolerance is None:
+    if violated and inputs[0].dtype != torch.float64:
         _explain_by_rounding(bounded, inputs, perturbations, C, method, options, violated)
     return CheckReport(method, 1 + points + (2 * flat.shape[1] if pgd_steps else 0), worst, comparator.bounds,
                        comparator.comparisons)
@@ -224,9 +243,11 @@ def _explain_by_rounding(bm: BoundedModule, inputs: tuple, perturbations: tuple,
     inputs64 = tuple(wide(v) for v in inputs)
     twin = BoundedModule(model, inputs64)
     comparator = _Comparator(twin, inputs64, perturbations, wide(C), method, options, ROUNDING[torch.float64])
-    for w in violated:
+    for w in violated:  # the float32 point, moved into the float64 set (a float32 corner may lie an ulp outside)
         comparator.worst = {}
-        comparator.visit(tuple(wide(v) for v in w.at), w.point)
+        point = tuple(wide(v) if p is None else p.project(x, wide(v))
+                      for v, p, x in zip(w.at, perturbations, inputs64))
+        comparator.visit(point, w.point)
         again = comparator.worst.get((w.where, w.side))
         w.rounding = again is not None and not again.violated
 

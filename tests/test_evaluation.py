@@ -1,8 +1,10 @@
+import copy
+
 import torch
 import torch.nn as nn
 from hypothesis import given, strategies as st
 
-from boundgraph import BoundedModule, L2Ball, LinfBall, certified, evaluate, pgd_attack
+from boundgraph import Box, BoundedModule, L2Ball, LinfBall, certified, evaluate, margin_spec, pgd_attack
 from tests.helpers import DTYPE
 
 
@@ -48,3 +50,47 @@ def test_evaluate_reports_ordered_error_rates():
     assert errors["clean"] <= errors["pgd"] <= errors["verified"] <= errors["verified crown"] <= 100
     assert errors["verified"] <= min(errors["verified ibp"], errors["verified crown-ibp"])
     assert 0 <= errors["clean"] <= 100
+
+
+@torch.no_grad()
+def test_a_float32_margin_that_rounding_alone_makes_positive_is_not_certified():
+    """Margins placed within float32 rounding of zero: whatever sign float32 gives them, an example is
+    certified only if its float64 margin is positive too (and at least one float32 sign was wrong)."""
+    torch.manual_seed(0)
+    y, ptb, wrong_signs = torch.tensor([0]), LinfBall(0.01), 0
+    for _ in range(60):
+        model, x = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)), torch.rand(1, 8)
+        exact = BoundedModule(copy.deepcopy(model).double(), x.double())
+        model[2].bias[0] -= float(exact.bounds(x.double(), ptb, "crown", margin_spec(y, 2, torch.float64),
+                                               bound_upper=False).lower) + float(torch.rand(1)) * 4e-8  # near 0
+        exact = BoundedModule(copy.deepcopy(model).double(), x.double())
+        truth = float(exact.bounds(x.double(), ptb, "crown", margin_spec(y, 2, torch.float64), bound_upper=False).lower)
+        bm = BoundedModule(model, x)
+        rounded = float(bm.bounds(x, ptb, "crown", margin_spec(y, 2, torch.float32), bound_upper=False).lower)
+        wrong_signs += rounded > 0 >= truth
+        assert bool(certified(bm, x, y, ptb, "crown")) <= (truth > 0)
+    assert wrong_signs > 0  # the test met the case it is about
+
+
+def test_float64_margins_need_more_than_rounding_too():
+    model = nn.Linear(2, 2).to(DTYPE)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([1e-14, 0.0], dtype=DTYPE))
+    x, y = torch.zeros(1, 2, dtype=DTYPE), torch.tensor([0])
+    bm = BoundedModule(model, x)
+    assert bm.bounds(x, LinfBall(0.1), "ibp", margin_spec(y, 2, DTYPE)).lower.item() > 0
+    assert not certified(bm, x, y, LinfBall(0.1), "ibp").any()
+    with torch.no_grad():
+        model.bias[0] = 1e-6
+    assert certified(bm, x, y, LinfBall(0.1), "ibp").all()
+
+
+def test_per_example_sets_are_selected_with_their_examples_for_the_float64_recheck():
+    x = torch.rand(4, 3)
+    ball = LinfBall(torch.tensor([0.1, 0.2, 0.3, 0.4]), clip=(torch.zeros(4, 3), torch.ones(4, 3)))
+    picked = ball.select(x, torch.tensor([1, 3]))
+    torch.testing.assert_close(picked.eps, torch.tensor([0.2, 0.4]))
+    assert picked.clip[0].shape == (2, 3)
+    box = Box(x - 0.1, x + 0.1).select(x, torch.tensor([2]))
+    torch.testing.assert_close(box.lower, x[2:3] - 0.1)
