@@ -189,7 +189,7 @@ class BoundedModule(nn.Module):
         inputs, perturbations = self._checked(x, perturbation, C)
         options = dict(perturbed=[i for i, p in enumerate(perturbations) if p is not None], with_spec=C is not None,
                        bound_lower=bound_lower, bound_upper=bound_upper, lines=lines,
-                       batch_statistics=[name for name, module in self._norms if module.training])
+                       batch_statistics=self.training_norms())
         if beta == 0.0:
             method = "ibp"
         mix = beta < 1.0 and method != "ibp"
@@ -212,7 +212,7 @@ class BoundedModule(nn.Module):
         inputs, perturbations = self._checked(x, perturbation, C)
         program = self.program("singleprop", perturbed=[i for i, p in enumerate(perturbations) if p is not None],
                                with_spec=C is not None,
-                               batch_statistics=[name for name, module in self._norms if module.training])
+                               batch_statistics=self.training_norms())
         return program(self.core, inputs, perturbations, C)
 
     def _checked(self, x: Inputs, perturbation: Perturbations, C: Optional[Tensor]) -> tuple[tuple, tuple]:
@@ -247,6 +247,11 @@ class BoundedModule(nn.Module):
             if self._training_problem is not None:
                 raise ValueError("in training mode the model computes something its compiled (eval-mode) graph does "
                                  f"not: {self._training_problem}. Call model.eval() to bound the eval-mode network")
+
+    def training_norms(self) -> list[str]:
+        """The batch-norm nodes whose modules are in training mode: they normalise with the clean batch's
+        statistics (every bound program's ``batch_statistics``)."""
+        return [name for name, module in self._norms if module.training]
 
     def _check_inputs(self, x: Inputs) -> tuple:
         inputs = _as_tuple(x)

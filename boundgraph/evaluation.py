@@ -23,7 +23,7 @@ def rounding_scale(bm: BoundedModule, x: Tensor, perturbation: Perturbation) -> 
     bound of IBP, CROWN-IBP or CROWN lay farther than 1.3e-6·S from the float64 one; relative to the
     logits alone the distance reached 9e-3, since large intermediate values cancel."""
     program = bm.program("ibp", intermediates=True, bound_upper=True,
-                         batch_statistics=[name for name, module in bm._norms if module.training])
+                         batch_statistics=bm.training_norms())
     _, intervals, _ = program(bm.core, (x,), (perturbation,), None)
     size = bm(x).detach().abs().flatten(1).amax(1)
     for interval in intervals.values():

@@ -260,7 +260,7 @@ def _intermediates(bm: BoundedModule, inputs: tuple, perturbations: tuple, C: Op
     program = bm.program("crown" if method == "alpha-crown" else method,
                          perturbed=[i for i, p in enumerate(perturbations) if p is not None], with_spec=C is not None,
                          lines=options.get("lines", "adaptive"), intermediates=True,
-                         batch_statistics=[name for name, module in bm._norms if module.training])
+                         batch_statistics=bm.training_norms())
     if plain:
         return program, {}, {}
     _, intervals, relaxations = program(bm.core, inputs, perturbations, C)
