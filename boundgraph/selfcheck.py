@@ -24,9 +24,11 @@ from torch import Tensor
 from .bounded_module import BOUND_METHODS, BoundedModule, unwrap
 from .ir import Interval
 from .passes import evaluate
-from .perturbation import Perturbation
+from .perturbation import Box, Perturbation
 
 ROUNDING = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-1}
+RESIDUAL_FACTOR = 10.0  # × a bound's own rounding at one point of the set, added to its tolerance, up to
+RESIDUAL_CAP = {torch.float64: 1e-4, torch.float32: 1e-2}  # × (1 + the example's scale)
 
 
 @dataclass
@@ -116,8 +118,9 @@ class _Comparator:
     values at any point of the set; keeps the worst case of each bound."""
 
     def __init__(self, bm: BoundedModule, inputs: tuple, perturbations: tuple, C: Optional[Tensor], method: str,
-                 options: dict, rtol: float) -> None:
+                 options: dict, rtol: float, residual: Optional[dict] = None) -> None:
         self.bm, self.inputs, self.C, self.rtol = bm, inputs, C, rtol
+        self.residual = residual or {}  # (node, side) -> this computation's own rounding at one point
         self.bounds = bm.bounds(inputs, perturbations, method, C, **options)
         program, intervals, self.relaxations = _intermediates(bm, inputs, perturbations, C, method, options)
         self.graph = program.graph
@@ -128,6 +131,19 @@ class _Comparator:
         self.worst: dict[tuple, Worst] = {}
         self.comparisons = 0
 
+    def residuals(self, point: tuple) -> dict:
+        """``|bound − value|`` of every interval at ``point``, for bounds computed over the set ``{point}``:
+        pure rounding, as exact arithmetic would make them equal."""
+        with torch.no_grad():
+            values = evaluate(self.graph, self.bm.core, point, self.C, clean=self.inputs)
+        found = {}
+        for name, interval in self.targets.items():
+            for side, end in zip(("lower", "upper"), interval):
+                if end is not None:
+                    value = values[self.graph.output if name == "output" else name].reshape(end.shape)
+                    found[(name, side)] = (end - value).abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+        return found
+
     def output_at(self, point: tuple) -> Tensor:
         return evaluate(self.graph, self.bm.core, point, self.C, clean=self.inputs)[self.graph.output]
 
@@ -135,6 +151,10 @@ class _Comparator:
                scale: Tensor) -> None:
         size = torch.maximum(magnitude, scale.view(-1, *([1] * (magnitude.dim() - 1)))) if magnitude.dim() else magnitude
         allowed = (self.rtol * (1 + size)).expand_as(amount)
+        if (name, side) in self.residual:  # capped, so that a rule wrong at a single point is not excused
+            cap = RESIDUAL_CAP.get(amount.dtype, 1.0) * (1 + scale.view(-1, *([1] * (amount.dim() - 1))))
+            allowed = allowed + torch.minimum(RESIDUAL_FACTOR * self.residual[(name, side)].reshape(amount.shape),
+                                              cap.expand_as(amount))
         self.comparisons += amount.numel()
         excess = torch.nan_to_num(amount - allowed, nan=math.inf).flatten()
         at = int(excess.argmax())
@@ -200,15 +220,23 @@ def check(bm: Union[BoundedModule, Any], x: Union[Tensor, Sequence[Tensor]],
     magnitudes in the comparison (the interval's ends and the value; a line's ``slope·z``, bias and
     ``σ(z)``) and the example's rounding scale (the largest end of any interval the program computed and
     the largest value of any node: rounding is relative to the values that cancel, not to what is left);
-    by default 1e-9 in float64, 1e-4 in float32. Below float64, violations are re-checked on a float64
-    copy of the model at the same points; those that hold there are reported as rounding."""
+    by default 1e-9 in float64, 1e-4 in float32; plus 10× the bound's own rounding measured where the set
+    shrinks to a single point (exact arithmetic gives the value there; what is left is rounding that
+    cancellation inside the computation caused, e.g. batch norm dividing by a two-example batch's tiny
+    variance), at most 1e-4 (float64) or 1e-2 (float32) of the example's scale, so that a rule wrong even
+    at a single point is still caught. Below float64, violations are re-checked on a float64 copy of the
+    model at the same points; those that hold there are reported as rounding."""
     bounded = unwrap(bm)
     if method not in BOUND_METHODS:
         raise ValueError(f"check compares sound bounds; {method!r} is not a bound method {BOUND_METHODS}")
     inputs = bounded._check_inputs(x)
     perturbations = bounded._check_perturbations(perturbation, inputs)
     rtol = ROUNDING.get(inputs[0].dtype, 1e-2) if tolerance is None else tolerance
-    comparator = _Comparator(bounded, inputs, perturbations, C, method, options, rtol)
+    # the computation's own rounding, measured where the set shrinks to one of its points (exact there)
+    centre = tuple(v if p is None else p.project(v, v) for v, p in zip(inputs, perturbations))
+    single = tuple(None if p is None else Box(c, c) for p, c in zip(perturbations, centre))
+    residual = _Comparator(bounded, inputs, single, C, method, options, rtol).residuals(centre)
+    comparator = _Comparator(bounded, inputs, perturbations, C, method, options, rtol, residual)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         samples = [None if p is None else p.sample(v, points, generator) for v, p in zip(inputs, perturbations)]

@@ -55,3 +55,16 @@ def test_float32_excess_is_told_apart_as_rounding_by_a_float64_recheck():
     strict = check(BoundedModule(model, x), x, case.perturbation, "lbp", case.C.double(), points=16, pgd_steps=10,
                    seed=1149, tolerance=1e-30)
     assert not strict.rounding and not strict.sound  # float64: a violation is a violation
+
+
+def test_a_rule_wrong_even_at_a_single_point_is_not_excused_as_rounding(monkeypatch):
+    linear, original = RULES["linear"], RULES["linear"].interval
+
+    def shifted(x, weight, bias):  # a buggy rule: its interval misses the exact value by 0.01
+        interval = original(x, weight, bias)
+        return type(interval)(interval.lower + 0.01, interval.upper + 0.01)
+
+    monkeypatch.setattr(linear, "interval", shifted)
+    x = torch.rand(2, 4, dtype=DTYPE)
+    report = check(BoundedModule(mlp(), x), x, LinfBall(0.1), "ibp", points=8, pgd_steps=0)
+    assert not report.sound and report.violations[0].where == "_0"
