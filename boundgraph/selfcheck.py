@@ -131,11 +131,15 @@ class _Comparator:
         self.worst: dict[tuple, Worst] = {}
         self.comparisons = 0
 
+    def values_at(self, point: tuple) -> dict:
+        """Every node's value at ``point`` (batch statistics from the clean inputs, as the bounds use)."""
+        return evaluate(self.graph, self.bm.core, point, self.C, clean=self.inputs)
+
     def residuals(self, point: tuple) -> dict:
         """``|bound − value|`` of every interval at ``point``, for bounds computed over the set ``{point}``:
         pure rounding, as exact arithmetic would make them equal."""
         with torch.no_grad():
-            values = evaluate(self.graph, self.bm.core, point, self.C, clean=self.inputs)
+            values = self.values_at(point)
         found = {}
         for name, interval in self.targets.items():
             for side, end in zip(("lower", "upper"), interval):
@@ -145,7 +149,7 @@ class _Comparator:
         return found
 
     def output_at(self, point: tuple) -> Tensor:
-        return evaluate(self.graph, self.bm.core, point, self.C, clean=self.inputs)[self.graph.output]
+        return self.values_at(point)[self.graph.output]
 
     def record(self, name: str, side: str, amount: Tensor, magnitude: Tensor, label: str, point: tuple,
                scale: Tensor) -> None:
@@ -168,7 +172,7 @@ class _Comparator:
 
     def visit(self, point: tuple, label: str) -> None:
         with torch.no_grad():
-            values = evaluate(self.graph, self.bm.core, point, self.C, clean=self.inputs)
+            values = self.values_at(point)
         scale = torch.maximum(self.scale, _largest(self.batch, [v for v in values.values() if isinstance(v, Tensor)]))
         for name, interval in self.targets.items():
             some = interval.lower if interval.lower is not None else interval.upper
