@@ -178,16 +178,24 @@ def check_graph(graph: BoundGraph, model: nn.Module, inputs: tuple, what: str) -
                          "boundgraph; please report it with the model")
 
 
+def largest_magnitude(batch: int, tensors) -> Tensor:
+    """Per example, the largest finite magnitude in the batch-first floating tensors among ``tensors``
+    (what rounding errors are relative to: the values that cancel, not what is left of them)."""
+    size = torch.zeros(batch, dtype=torch.float64)
+    for t in tensors:
+        if isinstance(t, Tensor) and t.dim() and t.shape[0] == batch and t.is_floating_point():
+            largest = t.detach().abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).reshape(batch, -1).amax(1)
+            size = torch.maximum(size, largest.to(device=size.device, dtype=torch.float64))
+    return size
+
+
 def _agree(expected: Tensor, got: Tensor, values: dict) -> bool:
     """Whether the graph's output equals the model's up to rounding: within 1e-4 of the larger of the
     output and the example's largest intermediate value (folding a batch norm into the layer before it
     changes how values that cancel are rounded). Entries both overflowed (inf, NaN) say nothing."""
-    batch = expected.shape[0] if expected.dim() else 1
-    scale = expected.detach().abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
-    for value in values.values():
-        if isinstance(value, Tensor) and value.dim() and value.shape[0] == batch and value.is_floating_point():
-            largest = value.detach().abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).reshape(batch, -1).amax(1)
-            scale = torch.maximum(scale, largest.view(-1, *([1] * (scale.dim() - 1))).to(scale))
+    scale = largest_magnitude(expected.shape[0], values.values()).to(expected)
+    scale = torch.maximum(expected.detach().abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0),
+                          scale.view(-1, *([1] * (expected.dim() - 1))))
     close = (expected - got).abs() <= 1e-5 + 1e-4 * scale
     return bool((close | (~torch.isfinite(expected) & ~torch.isfinite(got))).all())
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .bounded_module import BOUND_METHODS, BoundedModule, unwrap
+from .guard import largest_magnitude
 from .ir import Interval
 from .passes import evaluate
 from .perturbation import Box, Perturbation
@@ -102,17 +103,6 @@ def _magnitude(*terms: Optional[Tensor]) -> Tensor:
     return size
 
 
-def _largest(batch: int, tensors: list) -> Tensor:
-    """Per example, the largest finite magnitude among the batch-first tensors of ``tensors``."""
-    size = None
-    for t in tensors:
-        if t is None or t.dim() == 0 or t.shape[0] != batch or not t.is_floating_point():
-            continue
-        largest = t.detach().abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).reshape(batch, -1).amax(1)
-        size = largest if size is None else torch.maximum(size, largest.to(size))
-    return size if size is not None else torch.zeros(batch)
-
-
 class _Comparator:
     """The bounds one program computed for a batch (output, intervals, lines), compared with the graph's
     values at any point of the set; keeps the worst case of each bound."""
@@ -127,7 +117,7 @@ class _Comparator:
         detached = lambda interval: Interval(*(None if t is None else t.detach() for t in interval))  # noqa: E731
         self.targets = {"output": detached(self.bounds)} | {name: detached(v) for name, v in intervals.items()}
         self.batch = inputs[0].shape[0]
-        self.scale = _largest(self.batch, [end for interval in self.targets.values() for end in interval])
+        self.scale = largest_magnitude(self.batch, [end for interval in self.targets.values() for end in interval])
         self.worst: dict[tuple, Worst] = {}
         self.comparisons = 0
 
@@ -173,7 +163,7 @@ class _Comparator:
     def visit(self, point: tuple, label: str) -> None:
         with torch.no_grad():
             values = self.values_at(point)
-        scale = torch.maximum(self.scale, _largest(self.batch, [v for v in values.values() if isinstance(v, Tensor)]))
+        scale = torch.maximum(self.scale, largest_magnitude(self.batch, values.values()))
         for name, interval in self.targets.items():
             some = interval.lower if interval.lower is not None else interval.upper
             value = values[self.graph.output if name == "output" else name].reshape(some.shape)
