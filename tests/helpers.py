@@ -41,15 +41,15 @@ def cases(draw, families=FAMILIES) -> Case:
 
 @st.composite
 def mlps(draw):
-    """Random MLPs in eval mode: ``(model, x0)``."""
-    case = random_case(Drawn(draw), ("mlp",), training=False)
+    """Random MLPs in eval mode, ReLU and ParamRamp activations: ``(model, x0)``."""
+    case = random_case(Drawn(draw), ("mlp",), training=False, every_activation=False)
     return case.model, case.x0
 
 
 @st.composite
 def cnns(draw):
-    """Random CNNs in eval mode: ``(model, x0)``."""
-    case = random_case(Drawn(draw), ("cnn",), training=False)
+    """Random CNNs in eval mode, ReLU and ParamRamp activations: ``(model, x0)``."""
+    case = random_case(Drawn(draw), ("cnn",), training=False, every_activation=False)
     return case.model, case.x0
 
 

@@ -2,7 +2,8 @@
 ``benchmarks/fuzz.py``. Every draw goes through one ``Choices`` interface, so hypothesis (which shrinks a
 failure to a small example and replays it) and a plain seeded fuzzer explore the same space.
 
-Families: small MLPs (every ReLU spelling, ParamRamp, two activations in a row, batch norm, residuals,
+Families: small MLPs (every ReLU spelling, ParamRamp, every registered activation of the line-fitting
+machine, two activations in a row, batch norm, residuals,
 dropout in eval mode, input normalisation), deep (8–12 layers) and wide (256–1024) MLPs, DAGs that reuse
 a module, activation-free models, CNNs (any stride, padding, dilation, groups; average pooling), and
 float32 networks whose intervals overflow. Layers get extreme weight scales (×100, ×1e-3, zero) and dead
@@ -21,9 +22,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from boundgraph import Box, L2Ball, LinfBall, ParamRamp
+from boundgraph.ops import RULES, SPELLINGS
+from boundgraph.ops.elementwise import Elementwise
 
 FAMILIES = ("mlp", "mlp", "mlp", "deep", "wide", "dag", "linear", "cnn", "cnn", "overflow")
 ACTIVATIONS = ((), ("relu",), ("relu",), ("relu",), ("ramp",), ("relu", "ramp"), ("ramp", "relu"), ("relu", "relu"))
+# with every other registered activation of the line-fitting machine ("any"), alone and beside ReLU
+EVERY_ACTIVATION = ACTIVATIONS + (("any",), ("any",), ("any", "relu"), ("relu", "any"), ("any", "any"))
+ARGUMENTS = {"negative_slope": (0.01, 0.2, -0.5, 1.5), "alpha": (1.0, 0.5, 2.0), "approximate": ("none", "tanh"),
+             "beta": (1.0, 2.0), "threshold": (20.0, 1.0), "min_val": (-1.0, 0.0, -2.0), "max_val": (1.0, 6.0, 0.5)}
 SCALES = (1.0, 1.0, 1.0, 1.0, 1.0, 100.0, 1e-3, 0.0)
 
 
@@ -144,7 +151,23 @@ def _relu(c: Choices) -> nn.Module:
     return c.choice([nn.ReLU(), Lambda(F.relu), Lambda(torch.relu), Lambda(lambda t: t.relu())])
 
 
+def _elementwise(c: Choices) -> nn.Module:
+    """Any registered activation of the line-fitting machine defined on the whole line (the registry
+    decides: a new one joins the property tests by being registered), with random arguments, called
+    through one of its function spellings."""
+    names = sorted(n for n, r in RULES.items() if isinstance(r, Elementwise)
+                   and type(r).domain_error is Elementwise.domain_error)
+    name = c.choice(names)
+    attrs = {p: c.choice(ARGUMENTS.get(p, (default,))) for p, default in RULES[name].parameters}
+    function = next(s for s, r in SPELLINGS.items() if r == name and not isinstance(s, (type, tuple))
+                    and getattr(s, "__module__", "") in ("torch", "torch.nn.functional", "torch._C._nn")
+                    and not getattr(s, "__name__", "_").endswith("_"))
+    return Lambda(lambda t: function(t, **attrs))
+
+
 def _activation(c: Choices, kind: str, features: int) -> nn.Module:
+    if kind == "any":
+        return _elementwise(c)
     return _relu(c) if kind == "relu" else ParamRamp(features, eta=c.choice([0.0, 0.01, 0.3]),
                                                      r=c.choice([0.0, 0.5, 2.0]))
 
@@ -195,7 +218,7 @@ def _mlp(c: Choices, generator: torch.Generator, depth: int, widths: Sequence[in
     return nn.Sequential(*layers), d
 
 
-def _cnn(c: Choices, generator: torch.Generator) -> tuple[nn.Module, tuple]:
+def _cnn(c: Choices, generator: torch.Generator, activations=ACTIVATIONS) -> tuple[nn.Module, tuple]:
     channels, size = c.integer(1, 3), c.integer(5, 9)
     layers: list = []
     if c.boolean():
@@ -215,7 +238,7 @@ def _cnn(c: Choices, generator: torch.Generator) -> tuple[nn.Module, tuple]:
         ch, h = out, (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
         if c.boolean():
             layers.append(randomize_bn(nn.BatchNorm2d(ch), generator))
-        layers += [_activation(c, kind, ch) for kind in c.choice(ACTIVATIONS)]
+        layers += [_activation(c, kind, ch) for kind in c.choice(activations)]
         if c.boolean():
             layers += [Residual(nn.Conv2d(ch, ch, 3, padding=1), subtract=False), nn.ReLU()]
         if h >= 2 and c.boolean():
@@ -260,9 +283,13 @@ def random_perturbation(c: Choices, x0: torch.Tensor):
     return Box(x0 - radius * rand(*x0.shape), x0 + radius)
 
 
-def random_case(c: Choices, families: Sequence[str] = FAMILIES, training: bool = True) -> Case:
+def random_case(c: Choices, families: Sequence[str] = FAMILIES, training: bool = True,
+                every_activation: bool = True) -> Case:
     """A model of one of ``families``, an input, a perturbation set and (maybe) a specification, all random;
-    with ``training``, batch norms train (normalise by the batch) in a quarter of the models."""
+    with ``training``, batch norms train (normalise by the batch) in a quarter of the models; with
+    ``every_activation``, any registered activation, else ReLU and ParamRamp only (those with Lyu et
+    al.'s tight lines)."""
+    every = EVERY_ACTIVATION if every_activation else ACTIVATIONS
     family = c.choice(families)
     seed = c.integer(0, 2**16)
     torch.manual_seed(seed)
@@ -270,17 +297,17 @@ def random_case(c: Choices, families: Sequence[str] = FAMILIES, training: bool =
     dtype = torch.float32 if family == "overflow" else torch.float64
     training = training and family in ("mlp", "deep", "cnn") and c.integer(0, 3) == 0
     if family == "cnn":
-        model, shape = _cnn(c, g)
+        model, shape = _cnn(c, g, every)
     elif family == "dag":
         width = c.integer(1, 8)
-        kind = c.choice(["relu", "ramp"])
+        kind = c.choice(["relu", "ramp", "any"] if every_activation else ["relu", "ramp"])
         model = SharedDag(d := c.integer(1, 6), width, _activation(c, kind, width),
                           (c.choice([1.0, -1.0]), c.choice([1.0, -1.0, 0.0])), c.integer(1, 4))
         shape = (d,)
     else:
         depth, widths, activations = {
-            "mlp": (c.integer(1, 3), range(1, 9), ACTIVATIONS), "deep": (c.integer(8, 12), range(1, 9), ACTIVATIONS),
-            "wide": (c.integer(1, 2), (256, 512, 1024), ACTIVATIONS), "linear": (c.integer(1, 3), range(1, 9), ((),)),
+            "mlp": (c.integer(1, 3), range(1, 9), every), "deep": (c.integer(8, 12), range(1, 9), every),
+            "wide": (c.integer(1, 2), (256, 512, 1024), every), "linear": (c.integer(1, 3), range(1, 9), ((),)),
             "overflow": (c.integer(12, 17), (16,), (("relu",),)),
         }[family]
         model, d = _mlp(c, g, depth, widths, activations, training)

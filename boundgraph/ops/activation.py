@@ -1,5 +1,8 @@
-"""Elementwise activations."""
+"""Elementwise activations: ReLU and ParamRamp with their own lines; every other activation on the
+line-fitting machine of ``elementwise.py``."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +11,7 @@ from torch import Tensor, nn
 from .. import nn as boundgraph_nn
 from ..ir import Interval
 from .base import LINE_STRATEGIES, Lines, Nonlinear, method, rule
+from .elementwise import Elementwise
 
 aten = torch.ops.aten
 
@@ -136,3 +140,373 @@ class ParamRampRule(Nonlinear):
 
     def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:
         return upper > lower  # a kink may lie inside: the lines can change with the bounds
+
+
+# ---------------------------------------------------------------- activations on the line-fitting machine
+# Each is its function, derivative and curvature pieces (``boundgraph/ops/elementwise.py`` derives IBP,
+# CROWN lines, LBP and SingleProp); a closed-form stationary point where σ' is invertible.
+
+def _bisect(f, lo: float, hi: float, steps: int = 200) -> float:
+    """A root of ``f`` on ``[lo, hi]`` (``f(lo)``, ``f(hi)`` of opposite signs), in float64."""
+    flo = f(lo)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if (f(mid) > 0) == (flo > 0):
+            lo, flo = mid, f(mid)
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@rule("sigmoid", spellings=(nn.Sigmoid, torch.sigmoid, F.sigmoid, method("sigmoid"), aten.sigmoid.default))
+class Sigmoid(Elementwise):
+    """``σ(z) = 1/(1 + e^{−z})``: convex below 0, concave above (S-shaped); ``σ' = σ(1 − σ)``, so
+    ``σ' = k`` at ``σ = (1 ∓ √(1 − 4k))/2``."""
+
+    lipschitz = 0.25
+
+    def function(self, z):
+        return torch.sigmoid(z)
+
+    def derivative(self, z):
+        s = torch.sigmoid(z)
+        return s * (1 - s)
+
+    def pieces(self):
+        return (0.0,), (1, -1)
+
+    def stationary(self, k, a, b, curvature):
+        root = torch.sqrt((1 - 4 * k).clamp(min=0))
+        return torch.logit((1 - root) / 2 if curvature > 0 else (1 + root) / 2)
+
+
+@rule("tanh", spellings=(nn.Tanh, torch.tanh, F.tanh, method("tanh"), aten.tanh.default))
+class Tanh(Elementwise):
+    """``tanh``: convex below 0, concave above; ``tanh' = 1 − tanh²``, so ``σ' = k`` at ``tanh = ∓√(1 − k)``."""
+
+    lipschitz = 1.0
+
+    def function(self, z):
+        return torch.tanh(z)
+
+    def derivative(self, z):
+        return 1 - torch.tanh(z) ** 2
+
+    def pieces(self):
+        return (0.0,), (1, -1)
+
+    def stationary(self, k, a, b, curvature):
+        root = torch.sqrt((1 - k).clamp(min=0))
+        return torch.atanh(-root if curvature > 0 else root)
+
+
+@rule("leaky_relu", spellings=(nn.LeakyReLU, F.leaky_relu, F.leaky_relu_, aten.leaky_relu.default,
+                               aten.leaky_relu_.default))
+class LeakyReLU(Elementwise):
+    """``z`` above 0, ``a·z`` below: two linear pieces (convex kink for a < 1)."""
+
+    parameters = (("negative_slope", 0.01),)
+
+    def lipschitz_of(self, negative_slope=0.01):
+        return max(1.0, abs(negative_slope))
+
+    def function(self, z, negative_slope=0.01):
+        return F.leaky_relu(z, negative_slope)
+
+    def derivative(self, z, negative_slope=0.01):
+        return torch.where(z >= 0, torch.ones_like(z), torch.full_like(z, negative_slope))
+
+    def pieces(self, negative_slope=0.01):
+        return (0.0,), (0, 0)
+
+
+@rule("elu", spellings=(nn.ELU, F.elu, F.elu_, aten.elu.default))
+class ELU(Elementwise):
+    """``z`` above 0, ``α(e^z − 1)`` below (convex for α > 0, concave for α < 0); ``σ' = αe^z = k`` at
+    ``log(k/α)``."""
+
+    parameters = (("alpha", 1.0),)
+
+    def canonicalize(self, call):
+        if call.spelling is aten.elu.default and (call.arg(2, "scale", 1) != 1 or call.arg(3, "input_scale", 1) != 1):
+            raise call.fail("elu with a scale (selu) is not supported")
+        return super().canonicalize(call)
+
+    def lipschitz_of(self, alpha=1.0):
+        return max(1.0, abs(alpha))
+
+    def function(self, z, alpha=1.0):
+        return F.elu(z, alpha)
+
+    def derivative(self, z, alpha=1.0):
+        return torch.where(z > 0, torch.ones_like(z), alpha * torch.exp(z.clamp(max=0)))
+
+    def pieces(self, alpha=1.0):
+        return (0.0,), (1 if alpha >= 0 else -1, 0)
+
+    def stationary(self, k, a, b, curvature, alpha=1.0):
+        return torch.log(k / alpha) if alpha != 0 else None
+
+
+def _gelu_tanh_derivative(z: float) -> float:
+    c, t = math.sqrt(2 / math.pi), math.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3))
+    return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * c * (1 + 3 * 0.044715 * z * z)
+
+
+# GELU's tanh form changes curvature where its second derivative vanishes: found once, in float64
+_GELU_TANH_INFLECTION = _bisect(lambda z: (_gelu_tanh_derivative(z + 1e-7) - _gelu_tanh_derivative(z - 1e-7)), 1.0, 2.0)
+
+
+@rule("gelu", spellings=(nn.GELU, F.gelu, aten.gelu.default))
+class GELU(Elementwise):
+    """``z·Φ(z)`` (``approximate="tanh"``: ``z/2·(1 + tanh(√(2/π)(z + 0.044715z³)))``): concave, convex on
+    ``[−√2, √2]`` (tanh form: ±1.4153…), concave; not monotone (its minimum ≈ −0.17 lies near −0.75)."""
+
+    parameters = (("approximate", "none"),)
+
+    def lipschitz_of(self, approximate="none"):
+        point = math.sqrt(2) if approximate == "none" else _GELU_TANH_INFLECTION
+        slope = float(self.derivative(torch.tensor(point, dtype=torch.float64), approximate))
+        return slope * (1 + 1e-9)  # σ' peaks at the inflection point
+
+    def function(self, z, approximate="none"):
+        return F.gelu(z, approximate=approximate)
+
+    def derivative(self, z, approximate="none"):
+        if approximate == "none":
+            return 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        c = math.sqrt(2 / math.pi)
+        t = torch.tanh(c * (z + 0.044715 * z ** 3))
+        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * c * (1 + 3 * 0.044715 * z * z)
+
+    def pieces(self, approximate="none"):
+        point = math.sqrt(2) if approximate == "none" else _GELU_TANH_INFLECTION
+        return (-point, point), (-1, 1, -1)
+
+
+def _silu_curvature(z: float) -> float:
+    s = 1 / (1 + math.exp(-z))
+    return 2 + z * (1 - 2 * s)
+
+
+_SILU_INFLECTION = _bisect(_silu_curvature, 1.0, 4.0)  # σ'' = s(1 − s)(2 + z(1 − 2s)) vanishes at ±2.3994
+
+
+@rule("silu", spellings=(nn.SiLU, F.silu, aten.silu.default, aten.silu_.default))
+class SiLU(Elementwise):
+    """``z·s(z)`` with ``s`` the logistic sigmoid (swish): concave, convex on ``[−2.3994, 2.3994]``,
+    concave; not monotone (its minimum ≈ −0.28 lies near −1.28)."""
+
+    lipschitz = float(1 / (1 + math.exp(-_SILU_INFLECTION)) * (1 + _SILU_INFLECTION / (1 + math.exp(_SILU_INFLECTION)))
+                      ) * (1 + 1e-9)
+
+    def function(self, z):
+        return F.silu(z)
+
+    def derivative(self, z):
+        s = torch.sigmoid(z)
+        return s * (1 + z * (1 - s))
+
+    def pieces(self):
+        return (-_SILU_INFLECTION, _SILU_INFLECTION), (-1, 1, -1)
+
+
+@rule("softplus", spellings=(nn.Softplus, F.softplus, aten.softplus.default))
+class Softplus(Elementwise):
+    """``log(1 + e^{βz})/β``, and ``z`` where ``βz`` exceeds ``threshold`` (torch's switch, a jump down of
+    ``log(1 + e^{-threshold})/β``): convex, then linear; ``σ' = s(βz) = k`` at ``logit(k)/β``."""
+
+    parameters = (("beta", 1.0), ("threshold", 20.0))
+    lipschitz = 1.0
+
+    def function(self, z, beta=1.0, threshold=20.0):
+        return F.softplus(z, beta, threshold)
+
+    def derivative(self, z, beta=1.0, threshold=20.0):
+        return torch.where(z * beta > threshold, torch.ones_like(z), torch.sigmoid(beta * z))
+
+    def pieces(self, beta=1.0, threshold=20.0):
+        return (threshold / beta,), (1, 0)
+
+    def limits(self, point, beta=1.0, threshold=20.0):
+        return math.log1p(math.exp(threshold)) / beta, point  # torch jumps down to z past the threshold
+
+    def stationary(self, k, a, b, curvature, beta=1.0, threshold=20.0):
+        return torch.logit(k.clamp(0, 1)) / beta
+
+
+_CLAMPS = (torch.clamp, torch.clip, method("clamp"), method("clip"), method("clamp_"), method("clip_"),
+           aten.clamp.default)
+
+
+@rule("hardtanh", spellings=(nn.Hardtanh, nn.ReLU6, F.hardtanh, F.hardtanh_, F.relu6, aten.hardtanh.default,
+                             aten.hardtanh_.default) + _CLAMPS)
+class Hardtanh(Elementwise):
+    """``clamp(z, min_val, max_val)`` (``ReLU6`` is ``[0, 6]``; ``clamp`` by constants, a bound ±inf where
+    it is None): linear pieces between its finite ends."""
+
+    parameters = (("min_val", -1.0), ("max_val", 1.0))
+    lipschitz = 1.0
+
+    def canonicalize(self, call):
+        if call.spelling is F.relu6:
+            return (call.arg(0, "input"),), dict(min_val=0.0, max_val=6.0)
+        if call.spelling in _CLAMPS:
+            low, high = call.arg(1, "min", None), call.arg(2, "max", None)
+            if not all(v is None or isinstance(v, (int, float)) for v in (low, high)):
+                raise call.fail("clamp by tensors is not supported; only by constant numbers")
+            return (call.arg(0, "input"),), dict(min_val=-math.inf if low is None else float(low),
+                                                 max_val=math.inf if high is None else float(high))
+        return super().canonicalize(call)
+
+    def function(self, z, min_val=-1.0, max_val=1.0):
+        return z.clamp(min_val, max_val)
+
+    def derivative(self, z, min_val=-1.0, max_val=1.0):
+        return ((z > min_val) & (z < max_val)).to(z.dtype)
+
+    def pieces(self, min_val=-1.0, max_val=1.0):
+        ends = tuple(float(v) for v in (min_val, max_val) if math.isfinite(v))
+        return ends, (0,) * (len(ends) + 1)
+
+
+@rule("hardswish", spellings=(nn.Hardswish, F.hardswish, aten.hardswish.default))
+class Hardswish(Elementwise):
+    """``z·relu6(z + 3)/6``: 0 below −3, ``z(z + 3)/6`` on ``[−3, 3]`` (convex), ``z`` above 3; the kinks at
+    ±3 are concave. Not monotone (minimum −3/8 at −3/2)."""
+
+    lipschitz = 1.5
+
+    def function(self, z):
+        return F.hardswish(z)
+
+    def derivative(self, z):
+        return torch.where(z < -3, torch.zeros_like(z), torch.where(z > 3, torch.ones_like(z), (2 * z + 3) / 6))
+
+    def pieces(self):
+        return (-3.0, 3.0), (0, 1, 0)
+
+    def stationary(self, k, a, b, curvature):
+        return (6 * k - 3) / 2
+
+
+@rule("hardsigmoid", spellings=(nn.Hardsigmoid, F.hardsigmoid, aten.hardsigmoid.default))
+class Hardsigmoid(Elementwise):
+    """``relu6(z + 3)/6``: 0, ``z/6 + 1/2`` on ``[−3, 3]``, 1: three linear pieces."""
+
+    lipschitz = float(torch.tensor(1 / 6, dtype=torch.float32))  # torch's kernels use float32's 1/6, a hair above
+
+    def function(self, z):
+        return F.hardsigmoid(z)
+
+    def derivative(self, z):
+        return ((z > -3) & (z < 3)).to(z.dtype) / 6
+
+    def pieces(self):
+        return (-3.0, 3.0), (0, 0, 0)
+
+
+@rule("abs", spellings=(torch.abs, method("abs"), aten.abs.default))
+class Abs(Elementwise):
+    """``|z|``: two linear pieces, a convex kink at 0; not monotone."""
+
+    lipschitz = 1.0
+
+    def function(self, z):
+        return z.abs()
+
+    def derivative(self, z):
+        return torch.sign(z)
+
+    def pieces(self):
+        return (0.0,), (0, 0)
+
+
+@rule("exp", spellings=(torch.exp, method("exp"), aten.exp.default))
+class Exp(Elementwise):
+    """``e^z``: convex; ``σ' = k`` at ``log k``. No Lipschitz constant."""
+
+    def function(self, z):
+        return torch.exp(z)
+
+    def derivative(self, z):
+        return torch.exp(z)
+
+    def pieces(self):
+        return (), (1,)
+
+    def stationary(self, k, a, b, curvature):
+        return torch.log(k)
+
+
+@rule("log", spellings=(torch.log, method("log"), aten.log.default))
+class Log(Elementwise):
+    """``log z`` for ``z > 0``: concave; ``σ' = 1/z = k`` at ``1/k``. Inputs whose lower bound can reach
+    0 are refused."""
+
+    def function(self, z):
+        return torch.log(z)
+
+    def derivative(self, z):
+        return 1 / z
+
+    def pieces(self):
+        return (), (-1,)
+
+    def stationary(self, k, a, b, curvature):
+        return 1 / k
+
+    def domain_error(self, lower, upper):
+        if bool((lower <= 0).any()):
+            return (f"its input's lower bound reaches {float(lower.detach().min()):.3g} ≤ 0, outside log's domain (0, ∞): "
+                    "bound a smaller set, or keep the input positive (e.g. log(softplus(z) + eps))")
+        return None
+
+
+@rule("sqrt", spellings=(torch.sqrt, method("sqrt"), aten.sqrt.default))
+class Sqrt(Elementwise):
+    """``√z`` for ``z ≥ 0``: concave; ``σ' = 1/(2√z) = k`` at ``1/(4k²)``. Inputs whose lower bound can fall
+    below 0 are refused."""
+
+    def function(self, z):
+        return torch.sqrt(z)
+
+    def derivative(self, z):
+        return 0.5 / torch.sqrt(z)
+
+    def pieces(self):
+        return (), (-1,)
+
+    def stationary(self, k, a, b, curvature):
+        return 0.25 / (k * k)
+
+    def domain_error(self, lower, upper):
+        if bool((lower < 0).any()):
+            return (f"its input's lower bound reaches {float(lower.detach().min()):.3g} < 0, outside sqrt's domain [0, ∞): "
+                    "bound a smaller set, or keep the input non-negative")
+        return None
+
+
+@rule("reciprocal", spellings=(torch.reciprocal, method("reciprocal"), aten.reciprocal.default))
+class Reciprocal(Elementwise):
+    """``1/z`` for ``z ≠ 0``: concave below 0, convex above; ``σ' = −1/z² = k`` at ``±√(−1/k)``. Inputs
+    whose bounds can reach 0 are refused."""
+
+    def function(self, z):
+        return torch.reciprocal(z)
+
+    def derivative(self, z):
+        return -1 / (z * z)
+
+    def pieces(self):
+        return (0.0,), (-1, 1)
+
+    def stationary(self, k, a, b, curvature):
+        root = torch.sqrt(-1 / k)
+        return root if curvature > 0 else -root
+
+    def domain_error(self, lower, upper):
+        if bool(((lower <= 0) & (upper >= 0)).any()):
+            return ("its input's bounds reach 0, where 1/z has no bound: bound a smaller set, or keep the input "
+                    "away from 0")
+        return None

@@ -169,10 +169,15 @@ class Nonlinear(Rule):
     CROWN (Zhang et al. 2018) passes a lower-bound coefficient through σ by its lines:
     ``A ← A⁺·lower_slope + A⁻·upper_slope``, ``bias += A⁺·lower_bias + A⁻·upper_bias``.
     LBP (Lyu et al. 2021) pushes forward linear bounds through the same lines (``forward_linear``).
-    ``lipschitz``: the largest slope of σ (GloRo), None when unknown.
+    ``lipschitz``: the largest slope of σ (GloRo), None when unknown (``lipschitz_of`` when it depends
+    on the node's attributes).
     """
 
     lipschitz: Optional[float] = None
+
+    def lipschitz_of(self, **attrs: Any) -> Optional[float]:
+        """The largest |σ'| for these attributes (GloRo); None when σ has none."""
+        return self.lipschitz
 
     def forward(self, x: Tensor, *constants: Any, **attrs: Any) -> Tensor:
         raise NotImplementedError

@@ -47,10 +47,11 @@ def lipschitz_constants(graph: BoundGraph, rules: dict[str, Rule], model: nn.Mod
         rule = rules[node.name]
         perturbed = [i for i, o in enumerate(node.operands) if isinstance(o, Ref) and graph[o.name].perturbed]
         if isinstance(rule, Nonlinear):
-            if rule.lipschitz is None:
+            constant = rule.lipschitz_of(**node.attrs)
+            if constant is None:
                 raise UnsupportedOpError(node.name, node.op, node.source, "its rule gives no Lipschitz constant "
                                                                           "(set `lipschitz` on the rule)")
-            K[node.name] = rule.lipschitz * K[node.operands[0].name]
+            K[node.name] = constant * K[node.operands[0].name]
         elif node.op == "add" and len(perturbed) == 2:
             a, b = (node.operands[i].name for i in perturbed)
             K[node.name] = K[a] + abs(node.attrs.get("alpha", 1)) * K[b]

@@ -1,10 +1,13 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
-from boundgraph import BoundedModule
-from boundgraph.ops import LINE_STRATEGIES, RULES
+from boundgraph import BoundedModule, LinfBall
+from boundgraph.ir import Interval
+from boundgraph.ops import LINE_STRATEGIES, RULES, SPELLINGS
+from boundgraph.ops.elementwise import Elementwise
 from tests.helpers import DTYPE, Chain, METHODS, assert_sound, perturbations, relu_spelling
 
 
@@ -152,3 +155,174 @@ def test_init_ramps_puts_r_at_the_mean_positive_activation():
     x = torch.tensor([[1.0, -1.0], [3.0, -2.0], [-1.0, -5.0]])
     init_ramps(model, x)
     assert model[1].r.tolist() == [2.0, 1.0]  # mean of 1 and 3; never positive → 1
+
+
+# ---------------------------------------------------------------- activations on the line-fitting machine
+
+ELEMENTWISE = sorted(name for name, r in RULES.items() if isinstance(r, Elementwise))
+VARIANTS = {  # attributes each activation is also checked with (its defaults always are)
+    "leaky_relu": [dict(negative_slope=0.2), dict(negative_slope=1.5), dict(negative_slope=-0.5)],
+    "elu": [dict(alpha=0.5), dict(alpha=2.0), dict(alpha=-0.5)],
+    "gelu": [dict(approximate="tanh")],
+    "softplus": [dict(beta=2.0, threshold=20.0), dict(beta=1.0, threshold=1.0)],
+    "hardtanh": [dict(min_val=0.0, max_val=6.0), dict(min_val=-2.0, max_val=0.5)],
+}
+CASES = [(name, attrs) for name in ELEMENTWISE for attrs in [{}] + VARIANTS.get(name, [])]
+DOMAIN = {"log": (1e-3, None), "sqrt": (0.0, None), "reciprocal": (1e-3, None)}
+
+
+def random_intervals(name: str, seed: int, n: int = 400):
+    """Intervals of every kind: wide, narrow, degenerate, around breakpoints, far in the tails (for the
+    activations with a domain: inside it, the reciprocal's on both sides of 0)."""
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.randn(n, generator=g, dtype=DTYPE) * torch.tensor([0.5, 3.0, 30.0], dtype=DTYPE).repeat(n)[:n]
+    width = torch.rand(n, generator=g, dtype=DTYPE) * torch.tensor([1e-9, 0.1, 2.0, 20.0], dtype=DTYPE).repeat(n)[:n]
+    width[::17] = 0.0
+    lower, upper = centre - width / 2, centre + width / 2
+    if name in DOMAIN:
+        low = DOMAIN[name][0]
+        shift = torch.where(lower < low, low - lower, torch.zeros_like(lower))
+        lower, upper = lower + shift, upper + shift
+        if name == "reciprocal":
+            flip = torch.arange(n) % 2 == 0
+            lower, upper = torch.where(flip, -upper, lower), torch.where(flip, -lower, upper)
+    return lower, upper
+
+
+@pytest.mark.parametrize("name, attrs", CASES, ids=[f"{n}{a or ''}" for n, a in CASES])
+def test_lines_and_intervals_enclose_the_activation_on_a_dense_grid(name, attrs):
+    rule = RULES[name]
+    lower, upper = random_intervals(name, seed=len(name))
+    lines = rule.lines(lower, upper, "adaptive", **attrs)
+    interval = rule.interval(Interval(lower, upper), **attrs)
+    for t in torch.linspace(0, 1, 401, dtype=DTYPE):
+        z = lower + t * (upper - lower)
+        value = rule.forward(z, **attrs)
+        slack = 1e-9 * (1 + value.abs() + (lines.upper_slope * z).abs())
+        assert (lines.lower_slope * z + lines.lower_bias <= value + slack).all(), f"{name} lower line at t={t}"
+        assert (lines.upper_slope * z + lines.upper_bias >= value - slack).all(), f"{name} upper line at t={t}"
+        assert (interval.lower <= value + slack).all() and (interval.upper >= value - slack).all(), name
+    assert torch.isfinite(lines.lower_slope).all() and torch.isfinite(lines.upper_bias).all()
+
+
+@pytest.mark.parametrize("name, attrs", CASES, ids=[f"{n}{a or ''}" for n, a in CASES])
+def test_declared_derivative_curvature_and_lipschitz_constant_match_the_function(name, attrs):
+    """σ' is autograd's (away from kinks), the sign of σ'' agrees with the declared pieces, and the
+    Lipschitz constant is at least every |σ'| (the machine's soundness rests on these)."""
+    rule = RULES[name]
+    breakpoints, curvatures = rule.pieces(**attrs)
+    z = torch.linspace(-40, 40, 40001, dtype=DTYPE)
+    if name in DOMAIN:
+        z = z[z > (DOMAIN[name][0] if name != "reciprocal" else 0)] if name != "reciprocal" else z[z.abs() > 1e-3]
+    near = torch.zeros_like(z, dtype=torch.bool)
+    for point in breakpoints + ((attrs.get("threshold", 20.0) / attrs.get("beta", 1.0),) if name == "softplus" else ()):
+        near |= (z - point).abs() < 1e-3
+    z = z[~near].requires_grad_(True)
+    (grad,) = torch.autograd.grad(rule.forward(z, **attrs).sum(), z)
+    z = z.detach()
+    torch.testing.assert_close(rule.derivative(z, **attrs), grad, rtol=1e-6, atol=1e-9)
+    step = 1e-5 * (1 + z.abs())  # σ'' by central differences of the (checked) σ'
+    second = (rule.derivative(z + step, **attrs) - rule.derivative(z - step, **attrs)) / (2 * step)
+    piece = torch.bucketize(z, torch.tensor(breakpoints, dtype=DTYPE))
+    declared = torch.tensor(curvatures, dtype=DTYPE)[piece]
+    assert ((second * declared >= -1e-9) | (declared == 0)).all(), f"{name}: σ'' against the declared curvature"
+    assert ((second.abs() < 1e-9) | (declared != 0)).all(), f"{name}: curved where declared linear"
+    constant = rule.lipschitz_of(**attrs)
+    if constant is not None:
+        assert grad.abs().max() <= constant * (1 + 1e-12)
+
+
+def function_of(name: str):
+    """A torch or torch.nn.functional function spelled as the rule ``name`` (from the registry)."""
+    return next(s for s, r in SPELLINGS.items() if r == name and getattr(s, "__module__", "") in (
+        "torch", "torch.nn.functional", "torch._C._nn") and not isinstance(s, type)
+        and not getattr(s, "__name__", "_").endswith("_"))
+
+
+@pytest.mark.parametrize("name, attrs", CASES, ids=[f"{n}{a or ''}" for n, a in CASES])
+def test_models_with_the_activation_are_sound_for_every_method(name, attrs):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(3, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            if name in DOMAIN:  # keep the input inside the domain
+                h = torch.exp(h) + 0.5
+            return self.fc2(function_of(name)(h, **attrs))
+
+    torch.manual_seed(len(name))
+    x = torch.randn(2, 3, dtype=DTYPE)
+    model = Net().to(DTYPE)
+    bm = BoundedModule(model, x)
+    assert name in {n.op for n in bm.graph}
+    for method in METHODS:
+        assert_sound(bm, x, LinfBall(0.3), method, n=8)
+
+
+SPELLINGS_OF = {
+    "sigmoid": [nn.Sigmoid(), torch.sigmoid, F.sigmoid, lambda t: t.sigmoid()],
+    "tanh": [nn.Tanh(), torch.tanh, F.tanh, lambda t: t.tanh()],
+    "leaky_relu": [nn.LeakyReLU(0.1), lambda t: F.leaky_relu(t, 0.1)],
+    "elu": [nn.ELU(0.7), lambda t: F.elu(t, 0.7)],
+    "gelu": [nn.GELU(), nn.GELU("tanh"), F.gelu, lambda t: F.gelu(t, approximate="tanh")],
+    "silu": [nn.SiLU(), F.silu],
+    "softplus": [nn.Softplus(2.0), lambda t: F.softplus(t, 2.0)],
+    "hardtanh": [nn.Hardtanh(-2, 2), nn.ReLU6(), F.relu6, lambda t: F.hardtanh(t, -0.5, 0.5)],
+    "hardswish": [nn.Hardswish(), F.hardswish],
+    "hardsigmoid": [nn.Hardsigmoid(), F.hardsigmoid],
+    "abs": [torch.abs, lambda t: t.abs()],
+    "exp": [torch.exp, lambda t: t.exp()],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPELLINGS_OF))
+def test_every_spelling_of_an_activation_is_its_rule_with_its_arguments(name):
+    spellings = SPELLINGS_OF[name]
+    model = Chain([nn.Linear(3, 4)] + spellings + [nn.Linear(4, 2)]).to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE) * 0.3
+    bm = BoundedModule(model, x)  # compiling checks the graph computes the model, parameters included
+    assert [n.op for n in bm.graph].count(name) == len(spellings)
+    assert_sound(bm, x, LinfBall(0.2), "crown", n=4)
+
+
+@pytest.mark.parametrize("name, make", [("log", lambda t: torch.log(t)), ("sqrt", torch.sqrt),
+                                        ("reciprocal", torch.reciprocal)])
+def test_inputs_that_can_leave_the_domain_are_refused_clearly(name, make):
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, dtype=DTYPE)
+    clamped = BoundedModule(Chain([nn.Linear(2, 2), lambda t: t.clamp(-1, 1) + 2.0, make]).to(DTYPE), x)
+    for method in METHODS:  # inside the domain, whatever the radius
+        assert_sound(clamped, x, LinfBall(100.0), method, n=4)
+    shifted = BoundedModule(Chain([nn.Linear(2, 2), lambda t: t + 5.0, make]).to(DTYPE), x)
+    shifted.bounds(x, LinfBall(0.01), "crown")
+    with pytest.raises(ValueError, match=f"{name}: its input's"):
+        shifted.bounds(x, LinfBall(100.0), "crown-ibp")
+
+
+def test_an_activation_registered_from_user_code_is_bounded_by_every_method(monkeypatch):
+    """The README's example: σ, σ' and the pieces are all a new activation needs."""
+    class Softsign(Elementwise):
+        lipschitz = 1.0
+
+        def function(self, z):
+            return z / (1 + z.abs())
+
+        def derivative(self, z):
+            return 1 / (1 + z.abs()) ** 2
+
+        def pieces(self):
+            return (0.0,), (1, -1)
+
+    softsign = Softsign()
+    softsign.name = "softsign"
+    monkeypatch.setitem(RULES, "softsign", softsign)  # what @rule("softsign", spellings=...) does, undone after
+    monkeypatch.setitem(SPELLINGS, nn.Softsign, "softsign")
+    monkeypatch.setitem(SPELLINGS, F.softsign, "softsign")
+    model = Chain([nn.Linear(3, 5), nn.Softsign(), nn.Linear(5, 5), F.softsign, nn.Linear(5, 2)]).to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    bm = BoundedModule(model, x)
+    assert [n.op for n in bm.graph].count("softsign") == 2
+    for method in METHODS + ("alpha-crown",):
+        assert_sound(bm, x, LinfBall(0.5), method, n=8)
