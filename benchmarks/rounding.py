@@ -5,7 +5,7 @@ For random models in eval mode (``tests/random_models.py``: small, deep, wide, D
 norm, ParamRamp, extreme weights) and the example zoo's networks at their default initialisation, it bounds the
 margins ``f_y − f_j`` over an L∞ ball in float32 and, on a float64 copy of the same model, in float64,
 and reports ``|m32 − m64|`` relative to the example's logit scale ``1 + max |f(x)|`` and to the scale
-``S`` of ``boundgraph.evaluation.rounding_scale`` (logits and every IBP interval), per method
+``S`` of ``boundgraph.rounding.rounding_scale`` (logits and every IBP interval), per method
 (full CROWN on the zoo's MLP only: in float64, CPU convolutions take a slow path that needs tens of GB
 for CROWN's many rows).
 
@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from boundgraph import BoundedModule, LinfBall, margin_spec  # noqa: E402
-from boundgraph.evaluation import rounding_scale  # noqa: E402
+from boundgraph.rounding import rounding_scale  # noqa: E402
 from examples.models import MODELS, relu  # noqa: E402
 from tests.random_models import Seeded, random_case  # noqa: E402
 
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
             for method, values in discrepancy(model, x, eps, methods).items():
                 found[method].append(values)
     print(f"|m32 − m64| / scale over {args.cases} random models and {len(args.zoo)} zoo models at 3 radii: scale "
-          "1 + max|f(x)| (logits), or S = boundgraph.evaluation.rounding_scale (logits and every IBP interval)\n")
+          "1 + max|f(x)| (logits), or S = boundgraph.rounding.rounding_scale (logits and every IBP interval)\n")
     print("| method | scale | margins | median | 99th percentile | 99.9th | max |\n|---|---|---|---|---|---|---|")
     for method, parts in found.items():
         values = torch.cat(parts, dim=1)

@@ -9,24 +9,9 @@ from torch import Tensor
 
 from .attacks import pgd_attack
 from .bounded_module import BoundedModule, unwrap
-from .guard import largest_magnitude
 from .losses import check_labels, margin_spec
 from .perturbation import Perturbation
-
-
-CERTIFY_MARGIN = {torch.float64: 1e-12, torch.float32: 1e-4}  # × the rounding scale S (``rounding_scale``)
-
-
-def rounding_scale(bm: BoundedModule, x: Tensor, perturbation: Perturbation) -> Tensor:
-    """Per example, the size that rounding errors of its bounds are relative to: ``S = 1 + max |every end
-    of every IBP interval|``, the output's included (it holds ``f(x)``). Over 300 random eval-mode networks and three zoo networks
-    (extreme weight scales included; ``python benchmarks/rounding.py --cases 300``) no float32 margin
-    bound of IBP, CROWN-IBP or CROWN lay farther than 1.3e-6·S from the float64 one; relative to the
-    logits alone the distance reached 9e-3, since large intermediate values cancel."""
-    program = bm.program("ibp", intermediates=True, bound_upper=True,
-                         batch_statistics=bm.training_norms())
-    output, intervals, _ = program(bm.core, (x,), (perturbation,), None)  # the output's interval holds f(x)
-    return 1 + largest_magnitude(x.shape[0], [end for interval in (output, *intervals.values()) for end in interval])
+from .rounding import CERTIFY_MARGIN, rounding_scale
 
 
 def _margins(bm: BoundedModule, x: Tensor, y: Tensor, perturbation: Perturbation, method: str) -> Tensor:

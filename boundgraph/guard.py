@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .errors import ModelChangedError, UnsupportedOpError
 from .ir import BoundGraph
 from .passes import evaluate, mark_perturbed
+from .rounding import largest_magnitude
 
 Fingerprint = dict[str, tuple]
 _MODE_AWARE_LEAVES = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)  # modes handled by bounds
@@ -176,17 +177,6 @@ def check_graph(graph: BoundGraph, model: nn.Module, inputs: tuple, what: str) -
                          "shapes (torch.export, which traces what torch.fx cannot, specialises it to the example's), "
                          "Python state, an in-place op on an aliased tensor. If none applies, it is a bug in "
                          "boundgraph; please report it with the model")
-
-
-def largest_magnitude(batch: int, tensors) -> Tensor:
-    """Per example, the largest finite magnitude in the batch-first floating tensors among ``tensors``
-    (what rounding errors are relative to: the values that cancel, not what is left of them)."""
-    size = torch.zeros(batch, dtype=torch.float64)
-    for t in tensors:
-        if isinstance(t, Tensor) and t.dim() and t.shape[0] == batch and t.is_floating_point():
-            largest = t.detach().abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).reshape(batch, -1).amax(1)
-            size = torch.maximum(size, largest.to(device=size.device, dtype=torch.float64))
-    return size
 
 
 def _agree(expected: Tensor, got: Tensor, values: dict) -> bool:

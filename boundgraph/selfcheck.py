@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .bounded_module import BOUND_METHODS, BoundedModule, unwrap
-from .guard import largest_magnitude
+from .rounding import largest_magnitude, rounding_scale
 from .ir import Interval
 from .passes import evaluate
 from .perturbation import Box, Perturbation
@@ -117,7 +117,9 @@ class _Comparator:
         detached = lambda interval: Interval(*(None if t is None else t.detach() for t in interval))  # noqa: E731
         self.targets = {"output": detached(self.bounds)} | {name: detached(v) for name, v in intervals.items()}
         self.batch = inputs[0].shape[0]
-        self.scale = largest_magnitude(self.batch, [end for interval in self.targets.values() for end in interval])
+        self.scale = torch.maximum(  # every method is judged against the same scale: IBP's intervals too
+            rounding_scale(bm, inputs, perturbations, C) - 1,
+            largest_magnitude(self.batch, [end for interval in self.targets.values() for end in interval]))
         self.worst: dict[tuple, Worst] = {}
         self.comparisons = 0
 
@@ -218,7 +220,7 @@ def check(bm: Union[BoundedModule, Any], x: Union[Tensor, Sequence[Tensor]],
     shrinks to a single point (exact arithmetic gives the value there; what is left is rounding that
     cancellation inside the computation caused, e.g. batch norm dividing by a two-example batch's tiny
     variance), at most 1e-4 (float64) or 1e-2 (float32) of the example's scale, so that a rule wrong even
-    at a single point is still caught. Below float64, violations are re-checked on a float64 copy of the
+    at a single point is still caught (a ``tolerance`` given replaces all of this). Below float64, violations are re-checked on a float64 copy of the
     model at the same points; those that hold there are reported as rounding."""
     bounded = unwrap(bm)
     if method not in BOUND_METHODS:
@@ -228,8 +230,9 @@ def check(bm: Union[BoundedModule, Any], x: Union[Tensor, Sequence[Tensor]],
     rtol = ROUNDING.get(inputs[0].dtype, 1e-2) if tolerance is None else tolerance
     # the computation's own rounding, measured where the set shrinks to one of its points (exact there)
     centre = tuple(v if p is None else p.project(v, v) for v, p in zip(inputs, perturbations))
-    single = tuple(None if p is None else Box(c, c) for p, c in zip(perturbations, centre))
-    residual = _Comparator(bounded, inputs, single, C, method, options, rtol).residuals(centre)
+    single = tuple(None if p is None else Box(c, c) for p, c in zip(perturbations, centre))  # (default tolerance)
+    residual = None if tolerance is not None else _Comparator(bounded, inputs, single, C, method, options,
+                                                               rtol).residuals(centre)
     comparator = _Comparator(bounded, inputs, perturbations, C, method, options, rtol, residual)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
