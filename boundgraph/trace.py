@@ -15,7 +15,7 @@ from torch import fx, nn
 
 from .errors import UnsupportedOpError
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep  # not torchvision's, beside it in site-packages
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)')
 
 
@@ -27,6 +27,7 @@ class Traced:
     params: dict[str, str] = field(default_factory=dict)  # placeholder -> model attribute path (export)
     constants: dict[str, Any] = field(default_factory=dict)  # placeholder -> frozen value (export)
     how: str = "fx"
+    fx_error: str = ""  # why torch.fx could not trace it (when torch.export did)
 
 
 def user_source(stack_trace: str | None) -> str:
@@ -125,7 +126,9 @@ def trace(model: nn.Module, inputs: tuple) -> Traced:
         raise
     except Exception as fx_error:  # noqa: BLE001  (any fx failure: retry with torch.export)
         try:
-            return _trace_export(model, inputs)
+            traced = _trace_export(model, inputs)
+            traced.fx_error = f"{type(fx_error).__name__}: {str(fx_error).splitlines()[0] if str(fx_error) else ''}"
+            return traced
         except Exception as export_error:  # noqa: BLE001
             raise UnsupportedOpError(
                 type(model).__name__, "trace", "",

@@ -197,3 +197,42 @@ def test_the_forward_path_refuses_what_bounds_refuses(bm):
         bm(x, perturbation=LinfBall(1.0), method="crown", lines="alpha")
     with pytest.raises(ValueError, match="unknown method"):
         bm(x, perturbation=LinfBall(1.0), method="crown-ipb")
+
+
+def test_every_unsupported_op_is_reported_at_once_with_its_module_path():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return torch.sin(self.conv(x))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(Block(), nn.Hardshrink())
+            self.head = nn.Linear(2 * 4 * 4, 2)
+
+        def forward(self, x):
+            h = self.features(x).flatten(1)
+            return self.head(torch.cos(h))
+
+    with pytest.raises(UnsupportedOpError) as error:
+        BoundedModule(Net(), torch.randn(2, 1, 6, 6))
+    message = str(error.value)
+    assert "cannot bound 3 nodes" in message and len(error.value.errors) == 3
+    assert "in features.0 (Block) at test_errors.py:" in message and "torch.sin(self.conv(x))" in message
+    assert "in features.1 (Hardshrink)" in message and "torch.cos(h)" in message
+    assert "from boundgraph.ops import rule" in message
+
+
+def test_a_model_only_torch_export_could_trace_says_why_fx_failed():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0 if False else x.dim() == 2:  # control flow fx cannot trace
+                x = torch.sin(x)
+            return x
+
+    with pytest.raises(UnsupportedOpError, match="torch.fx could not trace the model.*torch.export traced it"):
+        BoundedModule(Branchy(), torch.randn(2, 3))

@@ -97,3 +97,11 @@ def test_an_expression_of_buffers_alone_is_read_live_not_frozen_at_trace_time():
     torch.testing.assert_close(bm.bounds(x, LinfBall(0.0), "ibp").lower, model(x))
     for method in METHODS:
         assert_sound(bm, x, LinfBall(0.1), method)
+
+
+def test_source_lines_in_packages_beside_torch_are_the_users_not_torchs():
+    import os
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    trace_text = (f'  File "{site}/torchvision/models/resnet.py", line 93, in forward\n    out = self.relu(out)\n'
+                  f'  File "{site}/torch/nn/modules/module.py", line 1700, in _call_impl\n    return forward_call(x)\n')
+    assert user_source(trace_text) == "resnet.py:93: out = self.relu(out)"

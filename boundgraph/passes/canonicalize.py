@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from ..errors import HOW_TO_REGISTER, UnsupportedOpError
+from ..errors import UnsupportedOpError
 from ..ir import BoundGraph, Node, Ref
 from ..ops import RULES, SPELLINGS, Call
 from ..ops.base import _spelling_name, method
@@ -43,6 +43,17 @@ def _has_attr(model: nn.Module, path: str) -> bool:
         return True
     except AttributeError:
         return False
+
+
+def _module_path(n: fx.Node, gm: fx.GraphModule) -> str:
+    """``features.3 (MaxPool2d)``: the user's module a node was called in (or is), if any."""
+    if n.op == "call_module":
+        return f"{n.target} ({type(gm.get_submodule(n.target)).__name__})"
+    stack = n.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, kind = list(stack.values())[-1]
+    return f"{path} ({getattr(kind, '__name__', kind)})"
 
 
 def _spelling(n: fx.Node, gm: fx.GraphModule) -> Any:
@@ -142,6 +153,7 @@ def canonicalize(traced: Traced, model: nn.Module) -> BoundGraph:
         return None
 
     output: Any = None
+    missing: list[UnsupportedOpError] = []  # every op that cannot be bounded, reported together
     order = {n.name: i for i, n in enumerate(traced.gm.graph.nodes)}
     rebind: dict[str, str] = {}  # tensor written in place -> the in-place node, for the reads after it
     for n in traced.gm.graph.nodes:
@@ -189,27 +201,35 @@ def canonicalize(traced: Traced, model: nn.Module) -> BoundGraph:
                 graph.add(_constant_call(n, spelling, env, source, value))
                 env[n.name] = Ref(n.name)
                 continue
-            if rule_name is None:
-                if not isinstance(value, torch.Tensor):
-                    env[n.name] = _ShapeValue(n.name)
-                    continue
-                raise UnsupportedOpError(n.name, _spelling_name(spelling), source,
-                                         "no bound rule is registered for this op. " + HOW_TO_REGISTER)
+            if rule_name is None and not isinstance(value, torch.Tensor):
+                env[n.name] = _ShapeValue(n.name)
+                continue
             args = fx.node.map_arg(n.args, lambda a: env[a.name])
             kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a.name])
-            call = Call(n.name, spelling, tuple(args), dict(kwargs), module, source,
-                        tuple(value.shape) if isinstance(value, torch.Tensor) else None, shape_of,
-                        lambda attr, m=n.target, s=source: None if getattr(resolve(model, m), attr) is None
-                        else param(f"{m}.{attr}", s))
-            operands, attrs = RULES[rule_name].canonicalize(call)
-            if any(isinstance(o, _ShapeValue) for o in operands) or any(
-                    isinstance(v, (_ShapeValue, Ref)) for v in attrs.values()):
-                raise call.fail("a value computed from a tensor (or its shape) is used where this op needs "
-                                "a constant; only reshapes may take shapes")
-            graph.add(Node(n.name, rule_name, tuple(operands), attrs, source,
-                           tuple(value.shape) if isinstance(value, torch.Tensor) else None,
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+            try:
+                if rule_name is None:
+                    raise UnsupportedOpError(n.name, _spelling_name(spelling), source,
+                                             "no bound rule is registered for this op")
+                call = Call(n.name, spelling, tuple(args), dict(kwargs), module, source, shape, shape_of,
+                            lambda attr, m=n.target, s=source: None if getattr(resolve(model, m), attr) is None
+                            else param(f"{m}.{attr}", s))
+                operands, attrs = RULES[rule_name].canonicalize(call)
+                if any(isinstance(o, _ShapeValue) for o in operands) or any(
+                        isinstance(v, (_ShapeValue, Ref)) for v in attrs.values()):
+                    raise call.fail("a value computed from a tensor (or its shape) is used where this op needs "
+                                    "a constant; only reshapes may take shapes")
+            except UnsupportedOpError as error:  # noted, and the rest of the model still canonicalised
+                error.module = _module_path(n, traced.gm)
+                missing.append(error)
+                rule_name, operands, attrs = "unsupported", tuple(a for a in args if isinstance(a, Ref)), {}
+            graph.add(Node(n.name, rule_name, tuple(operands), attrs, source, shape,
                            module=n.target if module is not None else ""))
             env[n.name] = Ref(n.name)
+    if missing:
+        note = (f"(torch.fx could not trace the model: {traced.fx_error}; torch.export traced it into aten ops)"
+                if traced.how == "export" else "")
+        raise UnsupportedOpError.several(missing, note)
     if not isinstance(output, fx.Node) or not isinstance(env.get(output.name), Ref):
         raise UnsupportedOpError("output", "output", "", "the model must return a single tensor that depends "
                                                          "on its inputs")
