@@ -129,7 +129,7 @@ class BoundedModule(nn.Module):
                 lines: str = "adaptive", batch_statistics: Sequence[str] = (), with_ibp: bool = False,
                 intermediates: bool = False) -> BoundProgram:
         """The bound program for ``method`` (compiled on first use, then cached); print it to read it.
-        ``perturbed``: indices of the perturbed inputs (all by default); ``with_spec``: takes ``C``;
+        ``perturbed``: indices of the perturbed inputs (every floating-point one by default); ``with_spec``: takes ``C``;
         ``batch_statistics``: batch-norm nodes that normalise with the clean batch's statistics
         (those in training mode); ``with_ibp``: also return the output's IBP bounds, from the same pass;
         ``lines="alpha"``: α-CROWN's program, whose lower ReLU slopes come in a dict argument;
@@ -140,7 +140,9 @@ class BoundedModule(nn.Module):
             raise ValueError(f"unknown line strategy {lines!r}; choose one of {LINE_STRATEGIES}")
         if not (bound_lower or bound_upper):
             raise ValueError("ask for the lower bound, the upper bound, or both")
-        perturbed = tuple(range(len(self.input_shapes)) if perturbed is None else sorted(perturbed))
+        if perturbed is None:  # every floating-point input (integer ones, ids and masks, cannot be perturbed)
+            perturbed = [i for i, dtype in enumerate(self.input_dtypes) if dtype.is_floating_point]
+        perturbed = tuple(sorted(perturbed))
         if not perturbed:
             raise ValueError("at least one input must be perturbed")
         norms = tuple(sorted(batch_statistics))

@@ -77,11 +77,21 @@ def nan_where_unbounded(x: Interval, result: Any, *constants: Any) -> Any:
     the overflowed sum behind it may hide any value. NaN reaches every bound computed from it (``0·NaN``
     is NaN), and the program's output turns it into a vacuous ±inf (``vacuous``)."""
     if any(isinstance(c, Tensor) and c.is_floating_point() and not bool(torch.isfinite(c).all()) for c in constants):
-        return type(result)(*(None if t is None else torch.full_like(t, math.nan) for t in result))
+        return type(result)(*(t if t is None or not t.is_floating_point() else torch.full_like(t, math.nan)
+                              for t in result))
     if x.lower.device.type == "cpu" and _finite_widths(x):
         return result  # the common case, decided by two reductions instead of four elementwise passes
     bad = ~torch.isfinite(x.upper - x.lower)
-    return type(result)(*(None if t is None else torch.where(bad, math.nan, t) for t in result))
+    per_example = bad.reshape(bad.shape[0], -1).any(1)
+
+    def mark(t: Any) -> Any:
+        if t is None or not t.is_floating_point():
+            return t  # positions of a window's element (max pooling): its slopes and biases carry the NaN
+        if t.shape == bad.shape:
+            return torch.where(bad, math.nan, t)
+        return torch.where(per_example.view(-1, *([1] * (t.dim() - 1))), math.nan, t)  # not elementwise: whole examples
+
+    return type(result)(*(mark(t) for t in result))
 
 
 def _finite_widths(x: Interval) -> bool:
@@ -207,7 +217,7 @@ class _Emitter:
         self.indent = 1
         self.globals: dict[str, Any] = dict(_HELPERS, CONSTANTS={})
         self.temp = itertools.count()
-        self.per_example = {n.name for n in graph if n.op in ("input", "spec")}  # one value per example
+        self.per_example = {n.name for n in graph if n.op in ("input", "spec", "batch")}  # one value per example
         for node in graph:
             if any(r in self.per_example for r in node.refs()) and not getattr(rules.get(node.name), "reduces_batch",
                                                                                False):
@@ -245,7 +255,7 @@ class _Emitter:
             perturbed = isinstance(o, Ref) and self.graph[o.name].perturbed
             if linear and perturbed:
                 args.append(f"{self.v[o.name]}_lin")
-            elif linear and isinstance(o, Ref) and o.name in self.per_example:
+            elif linear and isinstance(o, Ref) and o.name in self.per_example and self.graph[o.name].shape:
                 args.append(f"PerExample({self.v[o.name]})")
             else:
                 args.append(self.operand(o, backward))
@@ -268,6 +278,8 @@ class _Emitter:
             self.line(f"{var} = CONSTANTS[{var!r}]")
         elif node.op == "spec":
             self.line(f"{var} = C")
+        elif node.op == "batch":
+            self.line(f"{var} = inputs[0].shape[0]")
         else:
             self.line(f"{var} = {self.rule(node.name)}.forward({self.call_args(node.name)})")
 
@@ -293,12 +305,20 @@ class _Emitter:
         constants = "".join(f", {self.operand(o)}" for o in node.operands[1:] if isinstance(o, Ref))
         return f"nan_where_unbounded({self.v[node.operands[0].name]}, {call}{constants})"
 
+    def attr_args(self, node_name: str) -> str:
+        """``, name=value`` for every attribute of a node."""
+        return "".join(f", {k}={self.literal(v)}" for k, v in self.graph[node_name].attrs.items())
+
+    def rest_args(self, node_name: str) -> str:
+        """``, <constant operands and attributes>`` of a nonlinear node (its first operand left out)."""
+        rest = self.call_args(node_name, skip=1)
+        return f", {rest}" if rest else ""
+
     def lines(self, step: Step) -> None:
         node, var = self.graph[step.node], self.v[step.node]
         pre = self.v[node.operands[0].name]
-        rest = self.call_args(node.name, skip=1)
         strategy = "adaptive" if self.strategy == "alpha" else self.strategy
-        call = f"{self.rule(node.name)}.lines({pre}.lower, {pre}.upper, {strategy!r}" + (f", {rest})" if rest else ")")
+        call = f"{self.rule(node.name)}.lines({pre}.lower, {pre}.upper, {strategy!r}{self.rest_args(node.name)})"
         self.line(f"{var}_lines = {self.guarded(node.name, call)}")
         if self.strategy == "alpha":  # α-CROWN: the optimised lower slopes (created from these lines)
             self.line(f"{var}_lines = {self.rule(node.name)}.with_alpha({var}_lines, {pre}.lower, {pre}.upper, "
@@ -338,7 +358,8 @@ class _Emitter:
             self.line(f"# CROWN: backward sweep from {t}")
             self.line(f"A_{t} = identity_start({self.like}, {shape}, lower={lower}, upper={upper})")
         else:
-            masks = ", ".join(f"{self.rule(c)}.unstable({t}.lower, {t}.upper)" for c in step.consumers)
+            masks = ", ".join(f"{self.rule(c)}.unstable({t}.lower, {t}.upper{self.attr_args(c)})"
+                              for c in step.consumers)  # attributes only: constant operands may come later
             self.line(f"# CROWN: backward sweep from {t}, for its unstable neurons only")
             self.line(f"{t}_rows = unstable_rows({masks})")
             self.line(f"if len({t}_rows):")
@@ -353,7 +374,7 @@ class _Emitter:
                 continue
             rule = self.rule(name)
             if isinstance(self.rules[name], Nonlinear):
-                call = f"{rule}.backward(A_{var}, {var}_lines)"
+                call = f"{rule}.backward(A_{var}, {var}_lines{self.attr_args(name)})"
             else:
                 call = f"{rule}.backward(A_{var}, {self.call_args(name, backward=True)})"
             targets, sums = [], []

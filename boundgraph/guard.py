@@ -203,7 +203,8 @@ def check_batch_dimension(graph: BoundGraph, model: nn.Module, inputs: tuple) ->
         raise ValueError(f"the model does not run on a batch of {batch + 1} (the example plus a copy of its first "
                          f"example): example_input must have the batch on dimension 0, e.g. x.unsqueeze(0) for a "
                          f"single example ({type(error).__name__}: {error})") from error
-    for node in mark_perturbed(graph, range(len(inputs))):
+    floating = [i for i, x in enumerate(inputs) if x.is_floating_point()]  # integer inputs are never perturbed
+    for node in mark_perturbed(graph, floating):
         if not node.perturbed or node.shape is None:
             continue
         shape = tuple(values[node.name].shape)

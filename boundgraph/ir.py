@@ -7,6 +7,8 @@ non-tensor argument. Node kinds by ``op``:
 - ``param``: a parameter or buffer of the model, read live at every call (``attrs["path"]``).
 - ``constant``: a frozen tensor or number computed once at compile time (``attrs["value"]``).
 - ``spec``: the specification matrix ``C`` handed to a bound program.
+- ``batch``: the batch size of the inputs (an int), for what the model computes from its shape
+  (``torch.zeros(x.size(0), 16)``, ``cls_token.expand(x.shape[0], -1, -1)``): constants of every call.
 - anything else: a canonical op with a rule in ``boundgraph.ops``.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, NamedTuple, Iterator
 
 from torch import Tensor
 
-SOURCE_KINDS = ("input", "param", "constant", "spec")
+SOURCE_KINDS = ("input", "param", "constant", "spec", "batch")
 
 
 class Ref(NamedTuple):

@@ -24,6 +24,7 @@ from torch import Tensor
 from .bounded_module import BOUND_METHODS, BoundedModule, unwrap
 from .rounding import largest_magnitude, rounding_scale
 from .ir import Interval
+from .ops import RULES
 from .passes import evaluate
 from .perturbation import Box, Perturbation
 
@@ -176,12 +177,11 @@ class _Comparator:
                 self.record(name, "upper", value - interval.upper, size, label, point, scale)
         for name, lines in self.relaxations.items():  # σ(z) between its lines, at the pre-activation's value z
             z, out = values[self.graph[name].operands[0].name], values[name]
-            slope_z, bias = lines.lower_slope * z, lines.lower_bias
+            slope_z, bias, upper_z, upper_bias = RULES[self.graph[name].op].line_values(lines, z)
             below = slope_z + (0 if bias is None else bias)
             self.record(name, "lower line", below - out, _magnitude(slope_z, bias, out), label, point, scale)
-            slope_z, bias = lines.upper_slope * z, lines.upper_bias
-            self.record(name, "upper line", out - (slope_z + bias), _magnitude(slope_z, bias, out), label, point,
-                        scale)
+            self.record(name, "upper line", out - (upper_z + upper_bias), _magnitude(upper_z, upper_bias, out), label,
+                        point, scale)
 
 
 def _pgd(output_at, perturbations: tuple, inputs: tuple, target: Tensor, steps: int) -> tuple:

@@ -5,6 +5,7 @@ retried with ``torch.export``, which specialises such control flow to the exampl
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ def user_source(stack_trace: str | None) -> str:
     if not frames:
         return ""
     path, line, code = frames[-1]
-    return f"{os.path.basename(path)}:{line}: {code.strip()}"
+    code = "" if code.startswith('File "') else code.strip()  # no source text (a REPL): the next frame's header
+    return f"{os.path.basename(path)}:{line}: {code}"
 
 
 class _Recorder(fx.Interpreter):
@@ -74,20 +76,41 @@ class _Tracer(fx.Tracer):
         return type(m) in SPELLINGS or super().is_leaf_module(m, module_qualified_name)
 
 
+def _defaults(model: nn.Module, given: int) -> dict[str, Any]:
+    """forward's optional arguments after the ``given`` ones, at their defaults (fx specialises them, as a
+    call with only the given inputs does); an argument without a default that the example lacks is an error."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    defaults = {}
+    for p in positional[given:] + [p for p in parameters if p.kind == p.KEYWORD_ONLY]:
+        if p.default is p.empty:
+            raise _Arity(f"the model's forward takes an argument {p.name!r} that the example input does not give "
+                         f"(it gives {given})")
+        defaults[p.name] = p.default
+    return defaults
+
+
 def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     tracer = _Tracer()
     before = set(model.__dict__)
+    defaults = _defaults(model, len(inputs))
     try:
-        graph = tracer.trace(model)
+        graph = tracer.trace(model, concrete_args=defaults or None)
         gm = fx.GraphModule(model, graph)
     finally:  # fx stores the constants it meets as attributes of the model; they live on in gm only
         for name in set(model.__dict__) - before:
             if name.startswith("_tensor_constant"):
                 delattr(model, name)
     placeholders = [n.name for n in graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != len(inputs):
+    if len(placeholders) != len(inputs) + len(defaults):
         raise _Arity(f"the model's forward takes {len(placeholders)} inputs; the example gives {len(inputs)}")
-    return Traced(gm, _record(gm, inputs), placeholders)
+    traced = Traced(gm, {}, placeholders[:len(inputs)])
+    traced.constants = dict(zip(placeholders[len(inputs):], defaults.values()))
+    traced.values = _record(gm, inputs)
+    return traced
 
 
 class _Arity(ValueError):

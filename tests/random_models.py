@@ -5,7 +5,9 @@ failure to a small example and replays it) and a plain seeded fuzzer explore the
 Families: small MLPs (every ReLU spelling, ParamRamp, every registered activation of the line-fitting
 machine, two activations in a row, batch norm, residuals,
 dropout in eval mode, input normalisation), deep (8–12 layers) and wide (256–1024) MLPs, DAGs that reuse
-a module, activation-free models, CNNs (any stride, padding, dilation, groups; average pooling), and
+a module, activation-free models, CNNs (any stride, padding, dilation, groups; average and max pooling),
+nets of the vision zoos' ops (max / adaptive pooling, cat of branches, channel shuffle, pads, upsampling,
+pixel shuffle, slices, transposed convolutions, channels-last linear layers), and
 float32 networks whose intervals overflow. Layers get extreme weight scales (×100, ×1e-3, zero) and dead
 ReLUs; batch norm may train (bounds then use the clean batch's statistics). Perturbations: L∞ and L2
 balls, clip domains that cut them (numbers or per-element tensors), per-example radii with zeros, boxes
@@ -25,7 +27,7 @@ from boundgraph import Box, L2Ball, LinfBall, ParamRamp
 from boundgraph.ops import RULES, SPELLINGS
 from boundgraph.ops.elementwise import Elementwise
 
-FAMILIES = ("mlp", "mlp", "mlp", "deep", "wide", "dag", "linear", "cnn", "cnn", "overflow")
+FAMILIES = ("mlp", "mlp", "mlp", "deep", "wide", "dag", "linear", "cnn", "cnn", "vision", "vision", "overflow")
 ACTIVATIONS = ((), ("relu",), ("relu",), ("relu",), ("ramp",), ("relu", "ramp"), ("ramp", "relu"), ("relu", "relu"))
 # with every other registered activation of the line-fitting machine ("any"), alone and beside ReLU
 EVERY_ACTIVATION = ACTIVATIONS + (("any",), ("any",), ("any", "relu"), ("relu", "any"), ("any", "any"))
@@ -244,13 +246,129 @@ def _cnn(c: Choices, generator: torch.Generator, activations=ACTIVATIONS) -> tup
         if h >= 2 and c.boolean():
             pool, stride, padding = c.integer(1, 2), c.integer(1, 2), c.integer(0, 1)
             padding = min(padding, pool // 2)
-            layers.append(nn.AvgPool2d(pool, stride=stride, padding=padding, count_include_pad=c.boolean()))
+            if c.boolean():
+                layers.append(nn.AvgPool2d(pool, stride=stride, padding=padding, count_include_pad=c.boolean()))
+            else:
+                layers.append(nn.MaxPool2d(pool, stride=stride, padding=padding))
             h = (h + 2 * padding - pool) // stride + 1
     probe = nn.Sequential(*layers).eval()(torch.zeros(1, channels, size, size))
     flatten = c.choice([nn.Flatten(), Lambda(lambda t: t.flatten(1)), Lambda(lambda t: t.view(t.size(0), -1)),
                         Lambda(lambda t: torch.reshape(t, (t.shape[0], -1)))])
     layers += [flatten, nn.Linear(probe[0].numel(), c.integer(1, 3))]
     return nn.Sequential(*layers), (channels, size, size)
+
+
+class Branches(nn.Module):
+    """Inception- / DenseNet-style: branches of one input joined by ``cat`` (``stack`` then ``flatten``), the
+    input itself among them or not."""
+
+    def __init__(self, branches: list, keep_input: bool, stack: bool) -> None:
+        super().__init__()
+        self.branches, self.keep_input, self.stack = nn.ModuleList(branches), keep_input, stack
+
+    def forward(self, x):
+        parts = [b(x) for b in self.branches] + ([x] if self.keep_input else [])
+        if self.stack:
+            return torch.stack(parts, 2).flatten(1, 2)
+        return torch.cat(parts, dim=1)
+
+
+class Shuffle(nn.Module):
+    """ShuffleNet's channel shuffle by view / transpose / view (or ``channel_shuffle``), then a split in two
+    with one half processed."""
+
+    def __init__(self, channels: int, body: nn.Module, functional: bool) -> None:
+        super().__init__()
+        self.groups, self.body, self.functional = 2, body, functional
+
+    def forward(self, x):
+        b, ch, h, w = x.shape
+        if self.functional:
+            x = F.channel_shuffle(x, self.groups)
+        else:
+            x = x.view(b, self.groups, ch // self.groups, h, w).transpose(1, 2).reshape(b, ch, h, w)
+        left, right = x.chunk(2, dim=1)
+        return torch.cat([left, self.body(right)], dim=1)
+
+
+def _vision_block(c: Choices, ch: int, h: int, w: int, every) -> tuple[nn.Module, int, int, int]:
+    """One random block of the mainstream zoos' structural ops; returns it and the new (channels, h, w)."""
+    kind = c.choice(["maxpool", "adaptive", "branches", "shuffle", "pad", "resample", "pixel", "slice", "permute",
+                     "transpose", "flip"])
+    act = _activation(c, c.choice(["relu", "any", "relu"]) if every is not ACTIVATIONS else "relu", ch)
+    if kind == "maxpool" and h >= 2 and w >= 2:
+        k, stride = c.integer(2, 3), c.integer(1, 2)
+        padding, dilation, ceil = c.integer(0, k // 2), c.integer(1, 2), c.boolean()
+        pool = nn.MaxPool2d(k, stride, padding, dilation, ceil_mode=ceil)
+    elif kind == "adaptive":
+        size = (c.integer(1, h + 1), c.integer(1, w + 1))
+        pool = c.choice([nn.AdaptiveAvgPool2d(size), nn.AdaptiveMaxPool2d(size)])
+    elif kind == "branches":
+        n = c.integer(1, 2)
+        branches = [nn.Sequential(nn.Conv2d(ch, c.integer(1, 3), c.choice([1, 3]), padding="same"), act)
+                    for _ in range(n)]
+        if c.boolean():
+            branches.append(nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(ch, 1, 1)))
+        stack = c.boolean() and all(isinstance(b[0], nn.Conv2d) and b[0].out_channels == ch for b in branches)
+        pool = Branches(branches, keep_input=c.boolean() or stack, stack=stack)
+    elif kind == "shuffle" and ch % 2 == 0:
+        half = ch // 2
+        pool = Shuffle(ch, nn.Sequential(nn.Conv2d(half, half, 3, padding=1, groups=c.choice([1, half])), act),
+                       functional=c.boolean())
+    elif kind == "pad":
+        mode = c.choice(["constant", "reflect", "replicate", "circular"])
+        amount = tuple(c.integer(0, min(2, h - 1, w - 1)) for _ in range(4))
+        pool = Lambda(lambda t, a=amount, m=mode: F.pad(t, a, mode=m))
+    elif kind == "resample":
+        mode = c.choice(["nearest", "bilinear"])
+        corners = c.boolean() if mode == "bilinear" else None
+        pool = nn.Upsample(scale_factor=c.choice([2, 1.5]), mode=mode, align_corners=corners)
+    elif kind == "pixel" and ch % 4 == 0:
+        pool = nn.PixelShuffle(2)
+    elif kind == "pixel" and h % 2 == 0 and w % 2 == 0:
+        pool = nn.PixelUnshuffle(2)
+    elif kind == "slice" and h >= 2:
+        pool = Lambda(lambda t: t[:, :, 1:, ::2])
+    elif kind == "transpose":
+        pool = nn.Sequential(nn.ConvTranspose2d(ch, c.integer(1, 3), c.integer(2, 3), stride=c.integer(1, 2),
+                                                padding=c.integer(0, 1)), act)
+    elif kind == "flip":
+        pool = Lambda(lambda t: torch.roll(t.flip(-1), 1, dims=2))
+    else:  # ConvNeXt-style: channels last, a linear layer, back
+        linear = nn.Linear(ch, ch)
+        pool = nn.Sequential(Lambda(lambda t: t.permute(0, 2, 3, 1)), linear, act, Lambda(lambda t: t.permute(0, 3, 1, 2)))
+    try:
+        with torch.no_grad():
+            shape = pool.eval()(torch.zeros(1, ch, h, w)).shape
+    except RuntimeError:  # too small an input for the drawn kernel
+        pool, shape = nn.Identity(), (1, ch, h, w)
+    return pool, shape[1], shape[2], shape[3]
+
+
+def _vision(c: Choices, generator: torch.Generator, every=ACTIVATIONS) -> tuple[nn.Module, tuple]:
+    """A small net of the vision zoos' ops: conv stem, random blocks (max / adaptive pooling, branches joined
+    by cat, channel shuffle and split, every pad mode, upsampling, pixel shuffle, slices, transposed
+    convolutions, channels-last linear layers), then global average / max pooling or a flatten, and a head."""
+    ch, h, w = c.integer(1, 3), c.integer(4, 7), c.integer(4, 7)
+    start = (ch, h, w)
+    layers: list = [nn.Conv2d(ch, (ch := c.integer(2, 4)), 3, padding=1), _activation(c, "relu", ch)]
+    for _ in range(c.integer(1, 3)):
+        if h * w > 400 or h < 2 or w < 2:
+            break
+        block, ch, h, w = _vision_block(c, ch, h, w, every)
+        layers.append(block)
+    head = c.choice(["avg", "max", "flatten", "mean"])
+    if head == "avg":
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    elif head == "max":
+        layers += [Lambda(lambda t: t.amax(dim=(2, 3)))]
+    elif head == "mean":
+        layers += [Lambda(lambda t: t.mean((-1, -2)))]
+    else:
+        layers += [nn.Flatten()]
+        ch = ch * h * w
+    layers.append(nn.Linear(ch, c.integer(1, 3)))
+    return nn.Sequential(*layers), start
 
 
 def random_perturbation(c: Choices, x0: torch.Tensor):
@@ -298,6 +416,8 @@ def random_case(c: Choices, families: Sequence[str] = FAMILIES, training: bool =
     training = training and family in ("mlp", "deep", "cnn") and c.integer(0, 3) == 0
     if family == "cnn":
         model, shape = _cnn(c, g, every)
+    elif family == "vision":
+        model, shape = _vision(c, g, every)
     elif family == "dag":
         width = c.integer(1, 8)
         kind = c.choice(["relu", "ramp", "any"] if every_activation else ["relu", "ramp"])

@@ -42,18 +42,18 @@ def test_a_wrong_rule_is_reported_at_its_own_node_first(monkeypatch):
 
 
 def test_float32_excess_is_told_apart_as_rounding_by_a_float64_recheck():
-    """A 17-layer float32 net with weights ×300 (the fuzzer's case 1149) cancels huge values: at a
-    tolerance of 1e-30 (far below float32 rounding) its bounds miss sampled values, and on the model's
+    """A deep float32 net with weights ×30–300 (the fuzzer's overflow family, seed 62) cancels huge values: at
+    a tolerance of 1e-30 (far below float32 rounding) its bounds miss sampled values, and on the model's
     float64 copy each one holds at the same point; a float64 model gets no such excuse."""
-    case = random_case(Seeded(1149))
-    assert case.family == "overflow" and case.x0.dtype == torch.float32  # else: pick a new case with benchmarks/fuzz.py
+    case = random_case(Seeded(62), ("overflow",))
+    assert case.x0.dtype == torch.float32 and case.C is not None  # else: pick a new seed (its search is trivial)
     report = check(BoundedModule(case.model, case.x0), case.x0, case.perturbation, "lbp", case.C, points=16,
-                   pgd_steps=10, seed=1149, tolerance=1e-30)
+                   pgd_steps=10, seed=62, tolerance=1e-30)
     assert report.sound and report.rounding, str(report)
     assert "beyond tolerance by rounding only" in str(report)
     model, x = case.model.double(), case.x0.double()
     strict = check(BoundedModule(model, x), x, case.perturbation, "lbp", case.C.double(), points=16, pgd_steps=10,
-                   seed=1149, tolerance=1e-30)
+                   seed=62, tolerance=1e-30)
     assert not strict.rounding and not strict.sound  # float64: a violation is a violation
 
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .. import nn as boundgraph_nn
 from ..ir import Interval
-from .base import LINE_STRATEGIES, Lines, Nonlinear, method, rule
+from .base import LINE_STRATEGIES, Lines, Nonlinear, Several, method, rule
 from .elementwise import Elementwise
 
 aten = torch.ops.aten
@@ -49,7 +49,7 @@ class ReLU(Nonlinear):
         lower_slope = torch.where(unstable, alpha, active)
         return Lines(lower_slope, None, upper_slope, upper_bias)
 
-    def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:
+    def unstable(self, lower: Tensor, upper: Tensor, **attrs) -> Tensor:
         """Only neurons whose sign is not known: elsewhere the lines are exact whatever the bounds."""
         return (lower < 0) & (upper > 0)
 
@@ -72,7 +72,7 @@ def _ramp_lines(lower: Tensor, upper: Tensor, r: Tensor, strategy: str) -> Lines
     lower_kink = (lower < 0) & (upper > 0)
     upper_kink = (lower < r) & (upper > r)
     below_only, above_only, both = lower_kink & ~upper_kink, upper_kink & ~lower_kink, lower_kink & upper_kink
-    middle = (lower >= 0) & (upper <= r)
+    middle = (lower >= 0) & (upper <= r) & (lower < r)  # [r, r] is the constant piece's
     # exact pieces: slope 1 in the middle, constant r above
     lower_slope, lower_bias = middle.to(lower.dtype), torch.where(lower >= r, r, zero)
     upper_slope, upper_bias = lower_slope.clone(), lower_bias.clone()
@@ -138,8 +138,56 @@ class ParamRampRule(Nonlinear):
         return Lines(eta + (1 - eta) * ramp.lower_slope, (1 - eta) * ramp.lower_bias,
                      eta + (1 - eta) * ramp.upper_slope, (1 - eta) * ramp.upper_bias)
 
-    def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:
+    def unstable(self, lower: Tensor, upper: Tensor, **attrs) -> Tensor:
         return upper > lower  # a kink may lie inside: the lines can change with the bounds
+
+
+@rule("clamp_by", spellings=(torch.maximum, method("maximum"), aten.maximum.default, torch.minimum, method("minimum"),
+                             aten.minimum.default, torch.fmax, torch.fmin, aten.clamp.Tensor))
+class ClampBy(Nonlinear):
+    """``clamp(z, low, high)`` by constant tensors (or numbers; either may be None), elementwise; ``maximum(z, c)``
+    is ``clamp(z, c, None)``, ``minimum(z, c)`` is ``clamp(z, None, c)``. It is ``low + ramp(z − low)`` with
+    ParamRamp's ``ramp(t) = min(max(t, 0), r)``, ``r = high − low``, so its lines are the ramp's over the six
+    regions (an absent end is put beyond the interval, where the ramp is linear). IBP ``[clamp(l), clamp(u)]``."""
+
+    lipschitz = 1.0
+
+    def canonicalize(self, call):
+        x = call.arg(0, "input")
+        if call.spelling in (torch.minimum, method("minimum"), aten.minimum.default, torch.fmin):
+            return (x, None, call.arg(1, "other")), {}
+        if call.spelling is aten.clamp.Tensor:
+            return (x, call.arg(1, "min", None), call.arg(2, "max", None)), {}
+        return (x, call.arg(1, "other"), None), {}
+
+    def check(self, perturbed):
+        if any(perturbed[1:]):
+            return "the maximum (minimum) of two perturbed tensors is not supported; only of a tensor and a constant"
+        return None
+
+    def forward(self, x, low, high):  # type: ignore[override]
+        if low is not None:
+            x = torch.maximum(x, torch.as_tensor(low, dtype=x.dtype, device=x.device))
+        if high is not None:
+            x = torch.minimum(x, torch.as_tensor(high, dtype=x.dtype, device=x.device))
+        return x
+
+    def lines(self, lower, upper, strategy, low, high):  # type: ignore[override]
+        if strategy not in LINE_STRATEGIES:
+            raise ValueError(f"clamp_by: unknown line strategy {strategy!r}")
+        with torch.no_grad():  # stand-ins for an absent end, beyond the interval
+            below = torch.minimum(lower, upper if high is None else torch.as_tensor(high, dtype=lower.dtype)) - 1
+            base = below if low is None else torch.as_tensor(low, dtype=lower.dtype, device=lower.device)
+            top = torch.maximum(upper, base) + 1 if high is None else torch.as_tensor(high, dtype=lower.dtype,
+                                                                                      device=lower.device)
+            base = torch.minimum(base, top)  # low > high clamps to high: clamp(z, high, high)
+        base, top = base.expand_as(lower), top.expand_as(lower)
+        ramp = _ramp_lines(lower - base, upper - base, top - base, strategy)
+        return Lines(ramp.lower_slope, ramp.lower_bias + base - ramp.lower_slope * base,
+                     ramp.upper_slope, ramp.upper_bias + base - ramp.upper_slope * base)
+
+    def unstable(self, lower, upper, **attrs):
+        return upper > lower
 
 
 # ---------------------------------------------------------------- activations on the line-fitting machine
@@ -354,7 +402,7 @@ class Hardtanh(Elementwise):
         if call.spelling in _CLAMPS:
             low, high = call.arg(1, "min", None), call.arg(2, "max", None)
             if not all(v is None or isinstance(v, (int, float)) for v in (low, high)):
-                raise call.fail("clamp by tensors is not supported; only by constant numbers")
+                return Several([("clamp_by", (call.arg(0, "input"), low, high), {})])
             return (call.arg(0, "input"),), dict(min_val=-math.inf if low is None else float(low),
                                                  max_val=math.inf if high is None else float(high))
         return super().canonicalize(call)

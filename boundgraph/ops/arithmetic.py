@@ -98,14 +98,15 @@ class Mul(Rule):
     def specialize(self, attrs, operand_shapes, out_shape):
         return dict(shapes=tuple(operand_shapes))
 
-    def factor(self, constant: Any) -> Any:
+    def factor(self, constant: Any, like: Tensor) -> Any:
+        """The constant the perturbed operand is multiplied by, in the dtype the product is computed in."""
         return constant
 
     def forward(self, a, b, shapes=None) -> Tensor:
         return a * b
 
     def interval(self, a, b, shapes=None) -> Interval:
-        x, c = (a, self.factor(b)) if isinstance(a, Interval) else (b, self.factor(a))
+        x, c = (a, self.factor(b, a.lower)) if isinstance(a, Interval) else (b, self.factor(a, b.lower))
         if not isinstance(c, Tensor):
             return Interval(x.lower * c, x.upper * c) if c >= 0 else Interval(x.upper * c, x.lower * c)
         positive, negative = c.clamp(min=0), c.clamp(max=0)
@@ -113,8 +114,8 @@ class Mul(Rule):
 
     def backward(self, A, a, b, shapes):
         if a is None:
-            return (unbroadcast(A * _as_operand_of(self.factor(b), A), shapes[0]), None), 0
-        return (None, unbroadcast(A * _as_operand_of(self.factor(a), A), shapes[1])), 0
+            return (unbroadcast(A * _as_operand_of(self.factor(b, A), A), shapes[0]), None), 0
+        return (None, unbroadcast(A * _as_operand_of(self.factor(a, A), A), shapes[1])), 0
 
 
 @rule("div", spellings=(operator.truediv, operator.itruediv, torch.div, torch.true_divide, method("div"),
@@ -135,5 +136,9 @@ class Div(Mul):
     def forward(self, a, b, shapes=None) -> Tensor:
         return a / b
 
-    def factor(self, constant: Any) -> Any:
+    def factor(self, constant: Any, like: Tensor) -> Any:
+        """``1/c`` in the dtype ``x / c`` is computed in (a float32 constant of a float64 model is divided in
+        float64, as the model divides)."""
+        if isinstance(constant, Tensor):
+            return 1.0 / constant.to(torch.result_type(like, constant))
         return 1.0 / constant

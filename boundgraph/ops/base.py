@@ -54,6 +54,8 @@ class Call:
     out_shape: Optional[tuple[int, ...]]
     operand_shape: Callable[[Any], Optional[tuple[int, ...]]]
     module_param: Callable[[str], Optional[Ref]]
+    out_dtype: Optional[torch.dtype] = None
+    operand_dtype: Callable[[Any], Optional[torch.dtype]] = lambda operand: None
 
     def arg(self, index: int, name: str, default: Any = _REQUIRED) -> Any:
         if index < len(self.args):
@@ -72,6 +74,14 @@ class Call:
         return UnsupportedOpError(self.node, _spelling_name(self.spelling), self.source, reason)
 
 
+@dataclass
+class Several:
+    """What ``canonicalize`` returns for a call with several tensor results (``split``, ``chunk``,
+    ``unbind``): one canonical node per result, ``(op, operands, attrs)`` each, in order."""
+
+    pieces: list
+
+
 def _spelling_name(spelling: Any) -> str:
     if isinstance(spelling, tuple):
         return f"Tensor.{spelling[1]}"
@@ -87,8 +97,8 @@ class Rule:
     perturbable: tuple[int, ...] = (0,)
     reduces_batch = False  # its value is one for the whole batch (batch statistics), not one per example
 
-    def canonicalize(self, call: Call) -> tuple[tuple, dict]:
-        """Operands and attributes of the canonical node for one traced spelling."""
+    def canonicalize(self, call: Call) -> "tuple[tuple, dict] | Several":
+        """Operands and attributes of the canonical node for one traced spelling (or ``Several`` nodes)."""
         return (call.arg(0, "input"),), {}
 
     def specialize(self, attrs: dict, operand_shapes: list, out_shape: tuple[int, ...]) -> dict:
@@ -212,11 +222,17 @@ class Nonlinear(Rule):
         value, spread = self.forward(centre, *constants, **attrs), slope * radius
         return Interval(value - spread, value + spread)
 
-    def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:
-        """Where tighter input bounds could tighten the lines (full CROWN refines only those)."""
+    def unstable(self, lower: Tensor, upper: Tensor, **attrs: Any) -> Tensor:
+        """Where tighter input bounds could tighten the lines (full CROWN refines only those), over the input;
+        the node's attributes are given, not its constant operands (they may be computed after the sweep)."""
         return torch.ones_like(lower, dtype=torch.bool)
 
-    def backward(self, A: Tensor, lines: Lines) -> tuple[tuple, Any]:  # type: ignore[override]
+    def line_values(self, lines: Lines, z: Tensor) -> tuple:
+        """The lines at a value ``z`` of the input, as ``(lower slope term, lower bias, upper slope term, upper
+        bias)`` in the output's shape (``boundgraph.check`` compares σ(z) with their sums)."""
+        return lines.lower_slope * z, lines.lower_bias, lines.upper_slope * z, lines.upper_bias
+
+    def backward(self, A: Tensor, lines: Lines, **attrs: Any) -> tuple[tuple, Any]:  # type: ignore[override]
         new_A, bias = _ThroughLines.apply(A, *lines)
         return (new_A,), bias
 

@@ -1,4 +1,9 @@
-"""2-D convolution with a constant kernel."""
+"""Convolutions with a constant kernel, 1-, 2- and 3-dimensional, and their transposes.
+
+``z = K ⋆ x + b`` for any stride, padding, dilation and groups. IBP (Gowal et al. 2018): ``z ∈ K ⋆ c + b ±
+|K| ⋆ r``. CROWN: the transpose of the convolution carries ``A`` back (never unfolded), ``bias += Σ A·b``.
+A transposed convolution is the transpose of a convolution, so its CROWN transpose is that convolution.
+"""
 from __future__ import annotations
 
 import torch
@@ -9,25 +14,32 @@ from ..ir import Interval
 from .base import Rule, rule
 
 aten = torch.ops.aten
+_CONV = (None, F.conv1d, F.conv2d, F.conv3d)
+_CONV_TRANSPOSE = (None, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
 
 
 def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
 
 
-@rule("conv2d", spellings=(nn.Conv2d, F.conv2d, aten.conv2d.default))
-class Conv2d(Rule):
-    """``z = K ⋆ x + b`` for any stride, padding, dilation and groups.
+def _ntuple(value, n: int) -> tuple:
+    if isinstance(value, int):
+        return (value,) * n
+    value = tuple(value)
+    return value * n if len(value) == 1 else value
 
-    IBP (Gowal et al. 2018): ``z ∈ K ⋆ c + b ± |K| ⋆ r``. CROWN: the transpose of the convolution
-    carries ``A`` back, ``A ← conv_transpose2d(A, K)`` (never unfolded), ``bias += Σ A·b``.
-    """
+
+class Conv(Rule):
+    """``z = K ⋆ x + b`` in ``n`` spatial dimensions (module doc), ``padding="same"``/``"valid"`` included."""
+
+    n = 2
 
     def canonicalize(self, call):
         if call.module is not None:
             m = call.module
             if m.padding_mode != "zeros":
-                raise call.fail(f"padding_mode={m.padding_mode!r} is not supported; only 'zeros'")
+                raise call.fail(f"padding_mode={m.padding_mode!r} is not supported; only 'zeros' (pad with F.pad "
+                                "before the convolution)")
             attrs = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
             return (call.arg(0, "input"), call.param("weight"), call.param("bias")), attrs
         attrs = dict(stride=call.arg(3, "stride", 1), padding=call.arg(4, "padding", 0),
@@ -35,39 +47,124 @@ class Conv2d(Rule):
         return (call.arg(0, "input"), call.arg(1, "weight"), call.arg(2, "bias", None)), attrs
 
     def specialize(self, attrs, operand_shapes, out_shape):
-        stride, dilation = _pair(attrs["stride"]), _pair(attrs["dilation"])
-        kernel = operand_shapes[1][-2:]
+        n = self.n
+        stride, dilation = _ntuple(attrs["stride"], n), _ntuple(attrs["dilation"], n)
+        kernel = operand_shapes[1][-n:]
         padding = attrs["padding"]
         if padding == "valid":
-            padding = (0, 0)
+            padding = (0,) * n
         elif padding == "same":
             total = [d * (k - 1) for d, k in zip(dilation, kernel)]
             if any(t % 2 for t in total):
                 raise ValueError("padding='same' with an even receptive field pads unevenly; not supported")
             padding = tuple(t // 2 for t in total)
-        padding = _pair(padding)
-        in_hw, out_hw = operand_shapes[0][-2:], out_shape[-2:]
+        padding = _ntuple(padding, n)
+        in_size, out_size = operand_shapes[0][-n:], out_shape[-n:]
         output_padding = tuple(
             i - ((o - 1) * s - 2 * p + d * (k - 1) + 1)
-            for i, o, s, p, d, k in zip(in_hw, out_hw, stride, padding, dilation, kernel))
+            for i, o, s, p, d, k in zip(in_size, out_size, stride, padding, dilation, kernel))
         return dict(stride=stride, padding=padding, dilation=dilation, groups=attrs["groups"],
                     output_padding=output_padding)
 
     def forward(self, x, weight, bias, stride=1, padding=0, dilation=1, groups=1, output_padding=None):
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return _CONV[self.n](x, weight, bias, stride, padding, dilation, groups)
 
     def interval(self, x: Interval, weight, bias, stride, padding, dilation, groups, output_padding=None):
         centre, radius = x.centre_radius()
-        mid = F.conv2d(centre, weight, bias, stride, padding, dilation, groups)
-        rad = F.conv2d(radius, weight.abs(), None, stride, padding, dilation, groups)
+        mid = _CONV[self.n](centre, weight, bias, stride, padding, dilation, groups)
+        rad = _CONV[self.n](radius, weight.abs(), None, stride, padding, dilation, groups)
         return Interval(mid - rad, mid + rad)
 
     def backward(self, A, x, weight, bias, stride, padding, dilation, groups, output_padding):
         batch, specs = A.shape[:2]
         flat = A.reshape(batch * specs, *A.shape[2:])
-        back = transpose_conv2d(flat, weight, stride, padding, dilation, groups, output_padding)
-        bias_term = 0 if bias is None else torch.matmul(A.sum(dim=(-2, -1)), bias)
+        if self.n == 2:
+            back = transpose_conv2d(flat, weight, stride, padding, dilation, groups, output_padding)
+        else:
+            back = _CONV_TRANSPOSE[self.n](flat, weight, None, stride, padding, output_padding, groups, dilation)
+        spatial = tuple(range(-self.n, 0))
+        bias_term = 0 if bias is None else torch.matmul(A.sum(dim=spatial), bias)
         return (back.reshape(batch, specs, *back.shape[1:]), None, None), bias_term
+
+
+@rule("conv1d", spellings=(nn.Conv1d, F.conv1d, aten.conv1d.default))
+class Conv1d(Conv):
+    n = 1
+
+
+@rule("conv2d", spellings=(nn.Conv2d, F.conv2d, aten.conv2d.default))
+class Conv2d(Conv):
+    n = 2
+
+
+@rule("conv3d", spellings=(nn.Conv3d, F.conv3d, aten.conv3d.default))
+class Conv3d(Conv):
+    n = 3
+
+
+class ConvTranspose(Rule):
+    """``z = Kᵀ ⋆ x + b``, the transposed convolution in ``n`` spatial dimensions with any stride, padding,
+    output padding (read off the traced shapes, which also covers ``output_size=``), groups and dilation.
+    IBP: ``Kᵀ ⋆ c + b ± |K|ᵀ ⋆ r``. CROWN: its transpose is the convolution with the same kernel,
+    ``A ← conv(A, K)``, and ``bias += Σ A·b``."""
+
+    n = 2
+
+    def canonicalize(self, call):
+        if call.module is not None:
+            m = call.module
+            if m.padding_mode != "zeros":
+                raise call.fail(f"padding_mode={m.padding_mode!r} is not supported; only 'zeros'")
+            attrs = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
+            operands = (call.arg(0, "input"), call.param("weight"), call.param("bias"))
+        else:
+            attrs = dict(stride=call.arg(3, "stride", 1), padding=call.arg(4, "padding", 0),
+                         groups=call.arg(6, "groups", 1), dilation=call.arg(7, "dilation", 1))
+            operands = (call.arg(0, "input"), call.arg(1, "weight"), call.arg(2, "bias", None))
+        n = self.n
+        stride, padding, dilation = (_ntuple(attrs[k], n) for k in ("stride", "padding", "dilation"))
+        kernel = call.operand_shape(operands[1])[-n:]
+        in_size, out_size = call.operand_shape(operands[0])[-n:], call.out_shape[-n:]
+        output_padding = tuple(o - ((i - 1) * s - 2 * p + d * (k - 1) + 1)  # also what output_size= asked for
+                               for i, o, s, p, d, k in zip(in_size, out_size, stride, padding, dilation, kernel))
+        return operands, dict(stride=stride, padding=padding, dilation=dilation, groups=attrs["groups"],
+                              output_padding=output_padding, in_size=tuple(in_size))
+
+    def _apply(self, x, weight, bias, stride, padding, dilation, groups, output_padding):
+        return _CONV_TRANSPOSE[self.n](x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+    def forward(self, x, weight, bias, stride=1, padding=0, dilation=1, groups=1, output_padding=0, in_size=None):
+        return self._apply(x, weight, bias, stride, padding, dilation, groups, output_padding)
+
+    def interval(self, x: Interval, weight, bias, stride, padding, dilation, groups, output_padding, in_size=None):
+        centre, radius = x.centre_radius()
+        mid = self._apply(centre, weight, bias, stride, padding, dilation, groups, output_padding)
+        rad = self._apply(radius, weight.abs(), None, stride, padding, dilation, groups, output_padding)
+        return Interval(mid - rad, mid + rad)
+
+    def backward(self, A, x, weight, bias, stride, padding, dilation, groups, output_padding, in_size):
+        batch, specs = A.shape[:2]
+        flat = A.reshape(batch * specs, *A.shape[2:])
+        back = _CONV[self.n](flat, weight, None, stride, padding, dilation, groups)
+        back = back[(...,) + tuple(slice(0, s) for s in in_size)]  # output padding past a stride: extra rows
+        spatial = tuple(range(-self.n, 0))
+        bias_term = 0 if bias is None else torch.matmul(A.sum(dim=spatial), bias)
+        return (back.reshape(batch, specs, *back.shape[1:]), None, None), bias_term
+
+
+@rule("conv_transpose1d", spellings=(nn.ConvTranspose1d, F.conv_transpose1d, aten.conv_transpose1d.default))
+class ConvTranspose1d(ConvTranspose):
+    n = 1
+
+
+@rule("conv_transpose2d", spellings=(nn.ConvTranspose2d, F.conv_transpose2d, aten.conv_transpose2d.input))
+class ConvTranspose2d(ConvTranspose):
+    n = 2
+
+
+@rule("conv_transpose3d", spellings=(nn.ConvTranspose3d, F.conv_transpose3d, aten.conv_transpose3d.input))
+class ConvTranspose3d(ConvTranspose):
+    n = 3
 
 
 def transpose_conv2d(A: Tensor, weight: Tensor, stride, padding, dilation, groups, output_padding) -> Tensor:

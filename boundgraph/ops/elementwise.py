@@ -89,7 +89,7 @@ class Elementwise(Nonlinear):
         k = self.slope(lower, upper, attrs)
         return Lines(k, self.extreme(lower, upper, k, False, attrs), k, self.extreme(lower, upper, k, True, attrs))
 
-    def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:
+    def unstable(self, lower: Tensor, upper: Tensor, **attrs: Any) -> Tensor:
         return upper > lower  # a curved piece or a kink may lie inside: tighter bounds can tighten the lines
 
     def slope(self, lower: Tensor, upper: Tensor, attrs: dict) -> Tensor:

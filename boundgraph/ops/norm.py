@@ -23,7 +23,7 @@ def bn_scale_shift(mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tenso
     return scale, shift
 
 
-@rule("batch_norm", spellings=(nn.BatchNorm1d, nn.BatchNorm2d, F.batch_norm, aten.batch_norm.default))
+@rule("batch_norm", spellings=(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, F.batch_norm, aten.batch_norm.default))
 class BatchNorm(Rule):
     """``z = γ (x − μ)/√(σ² + ε) + β`` with running statistics: a per-channel affine map (channel
     dimension 1). IBP: ``scale·c + shift ± |scale|·r``. CROWN: ``A ← A·scale``, ``bias += Σ A·shift``.

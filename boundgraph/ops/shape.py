@@ -15,7 +15,10 @@ aten = torch.ops.aten
 @rule("reshape", spellings=(torch.flatten, torch.reshape, nn.Flatten, nn.Unflatten, torch.unflatten,
                             method("unflatten"), method("view"), method("reshape"),
                             method("flatten"), aten.view.default, aten.reshape.default,
-                            aten.flatten.using_ints, aten._unsafe_view.default))
+                            aten.flatten.using_ints, aten._unsafe_view.default, method("view_as"),
+                            method("reshape_as"), torch.squeeze, method("squeeze"), aten.squeeze.dim,
+                            aten.squeeze.dims, aten.squeeze.default, torch.unsqueeze, method("unsqueeze"),
+                            aten.unsqueeze.default, aten.unflatten.int))
 class Reshape(Rule):
     """``z = reshape(x)`` keeping the batch dimension; every spelling becomes the per-example target
     shape read off the example input. IBP reshapes both bounds; CROWN reshapes ``A`` back."""
@@ -40,16 +43,26 @@ class Reshape(Rule):
         return (A.reshape(A.shape[0], A.shape[1], *in_shape),), 0
 
 
-@rule("identity", spellings=(nn.Identity, nn.Dropout, F.dropout, aten.dropout.default, method("contiguous"),
-                             aten.clone.default, method("clone"), torch.clone, aten.alias.default,
-                             aten.contiguous.default))
+_CONVERSIONS = (method("to"), method("float"), method("double"), method("half"), method("bfloat16"), method("type_as"),
+                method("type"), aten.to.dtype, aten._to_copy.default, aten.to.dtype_layout)
+_DROPOUTS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
+             aten.dropout.default)
+
+
+@rule("identity", spellings=(nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                             method("contiguous"), aten.clone.default, method("clone"), torch.clone,
+                             aten.alias.default, aten.contiguous.default, method("cpu"), method("cuda"))
+         + _DROPOUTS + _CONVERSIONS)
 class Identity(Rule):
-    """``z = x``: identities and dropout in eval mode."""
+    """``z = x``: identities, dropout in eval mode, and conversions that keep the dtype (``x.to(device)``,
+    ``x.float()`` of a float32 tensor, ``x.type_as(y)``)."""
 
     def canonicalize(self, call):
-        if call.spelling in (F.dropout, aten.dropout.default) and call.arg(2, "training", True) \
-                and call.arg(1, "p", 0.5) > 0:
+        if call.spelling in _DROPOUTS and call.arg(2, "training", True) and call.arg(1, "p", 0.5) > 0:
             raise call.fail("dropout in training mode is random and has no sound bound; use model.eval()")
+        if call.spelling in _CONVERSIONS and call.out_dtype != call.operand_dtype(call.arg(0, "input")):
+            raise call.fail(f"the conversion changes the dtype of a perturbed tensor (to {call.out_dtype}); bound the "
+                            "model in one dtype (model.to(dtype) and an input of that dtype)")
         return (call.arg(0, "input"),), {}
 
     def forward(self, x: Tensor) -> Tensor:

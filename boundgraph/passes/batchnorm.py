@@ -22,7 +22,7 @@ def _foldable(graph: BoundGraph, bn: Node, users: dict[str, list[str]]) -> bool:
     if not isinstance(source, Ref) or any(not isinstance(o, Ref) for o in bn.operands[1:3]):
         return False
     layer = graph[source.name]
-    if layer.op not in ("conv2d", "linear") or users[layer.name] != [bn.name]:
+    if layer.op not in ("conv1d", "conv2d", "conv3d", "linear") or users[layer.name] != [bn.name]:
         return False
     if layer.op == "linear" and (layer.shape is None or len(layer.shape) != 2):
         return False  # channel dimension 1 is the linear layer's output only for (batch, features)

@@ -1,16 +1,32 @@
 """Pass: fx graph → BoundGraph of canonical ops.
 
 Every spelling of an op (``nn.ReLU``, ``F.relu``, ``torch.relu``, ``x.relu()``, ``aten.relu``) becomes
-one canonical node whose rule's ``canonicalize`` reads the call's arguments. Sub-graphs that depend on
-neither the inputs nor the parameters are frozen to their example value. Queries of shapes
-(``x.size(0)``) are dropped: reshapes take their target from the traced shapes. Anything else without a
-rule raises ``UnsupportedOpError`` naming the node, the op and the user's source line.
+one canonical node whose rule's ``canonicalize`` reads the call's arguments. What a call computes decides
+how it is kept:
+
+- from nothing the model can change (literals, ``torch.ones(3)``, arithmetic on fixed sizes): frozen to
+  its example value;
+- from parameters, buffers or the batch size only (``gamma.reshape(1, -1, 1, 1)``, ``torch.zeros(b, 16)``,
+  ``cls_token.expand(b, -1, -1)``): a ``call`` node, computed exactly at every call of a bound program, no
+  bound rule needed;
+- from the values of integer or boolean inputs only (token ids, masks: they cannot be perturbed): a
+  ``call`` node too;
+- from a floating-point input (which may be perturbed): the op's rule, or an ``UnsupportedOpError``.
+
+Shapes are constants except the batch size: a query of a shape (``x.shape``, ``x.size(2)``, ``x.dim()``)
+is its example value, with the batch size a ``batch`` node read from the inputs at every call, so Python
+arithmetic on shapes (``n_h * n_w``, ``x2.size(2) - x1.size(2)``) folds into constants and
+``x.new_zeros(b, c)`` follows the batch. A Python value computed from a tensor's *values* (``x.item()``)
+is refused where it is used. Every op that cannot be bounded is reported in one error, each naming the
+node, the op, the module path and the user's source line.
 """
 from __future__ import annotations
 
+import builtins
 import inspect
 import operator
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,17 +35,17 @@ from torch import fx, nn
 from ..errors import UnsupportedOpError
 from ..ir import BoundGraph, Node, Ref
 from ..ops import RULES, SPELLINGS, Call
-from ..ops.base import _spelling_name, method
+from ..ops.base import Several, _spelling_name, method
 from ..ops.constant import Slot
 from ..trace import Traced, user_source
 from .shapes import resolve
 
 
-class _ShapeValue:
-    """A non-tensor value computed from a tensor's shape; only reshapes may consume it (and ignore it)."""
+@dataclass(frozen=True)
+class _Opaque:
+    """A Python value computed from a tensor's values (``x.item()``): no constant a rule could take."""
 
-    def __init__(self, node: str) -> None:
-        self.node = node
+    node: str
 
 
 def _identifier(text: str) -> str:
@@ -64,18 +80,284 @@ def _spelling(n: fx.Node, gm: fx.GraphModule) -> Any:
     return n.target
 
 
-def _constant_call(n: fx.Node, spelling: Any, env: dict[str, Any], source: str, value: Any) -> Node:
-    """A node for a call on constants only (parameters, frozen values): any torch call will do."""
-    operands: list[Any] = []
+def _walk(value: Any):
+    """Every leaf of a nested argument (tuples, lists, dicts, slices)."""
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _walk(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _walk(v)
+    elif isinstance(value, slice):
+        yield from _walk((value.start, value.stop, value.step))
+    else:
+        yield value
 
-    def slot(a: fx.Node) -> Any:
-        operands.append(env[a.name])
+
+def _slotted(value: Any, operands: list) -> Any:
+    """``value`` with every ``Ref`` replaced by a ``Slot`` into ``operands`` (appended to it)."""
+    if isinstance(value, Ref):
+        operands.append(value)
         return Slot(len(operands) - 1)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_slotted(v, operands) for v in value)
+    if isinstance(value, dict):
+        return {k: _slotted(v, operands) for k, v in value.items()}
+    if isinstance(value, slice):
+        return slice(*(_slotted(v, operands) for v in (value.start, value.stop, value.step)))
+    return value
 
-    args, kwargs = fx.node.map_arg(n.args, slot), fx.node.map_arg(n.kwargs, slot)
-    fn = spelling[1] if isinstance(spelling, tuple) else spelling
-    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
-    return Node(n.name, "call", tuple(operands), {"fn": fn, "args": args, "kwargs": kwargs}, source, shape)
+
+# ---- shape queries, Python arithmetic on their results, value-independent tensor creators -----------------
+
+_SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "is_cuda", "layout", "is_floating_point"}
+_SHAPE_METHODS = {"size", "dim", "ndimension", "numel", "nelement", "get_device", "is_floating_point",
+                  "is_contiguous", "element_size"}
+_CREATORS = {  # value-independent: only the operand's shape, dtype and device matter
+    torch.zeros_like: torch.zeros, torch.ones_like: torch.ones, torch.empty_like: torch.zeros,
+    torch.full_like: torch.full, method("new_zeros"): torch.zeros, method("new_ones"): torch.ones,
+    method("new_empty"): torch.zeros, method("new_full"): torch.full,
+}
+
+
+class _Canonicalizer:
+    def __init__(self, traced: Traced, model: nn.Module) -> None:
+        self.traced, self.model = traced, model
+        self.graph = BoundGraph()
+        self.env: dict[str, Any] = {}  # fx node -> Ref, literal (maybe holding Refs to int nodes), _Opaque
+        self.params: dict[str, str] = {}  # model attribute path -> node name
+        self.varying: set[str] = set()  # IR nodes that depend on an input's values
+        self.perturbable: set[str] = set()  # ... on a floating-point input's values (they may be perturbed)
+        self.dtypes: dict[str, torch.dtype] = {}
+        self.batch_node: str | None = None
+        self.missing: list[UnsupportedOpError] = []
+
+    # ---- IR nodes -------------------------------------------------------------------------------------
+    def add(self, node: Node, value: Any = None) -> Ref:
+        self.graph.add(node)
+        refs = node.refs()
+        if node.op == "input" or any(r in self.varying for r in refs):
+            self.varying.add(node.name)
+        if any(r in self.perturbable for r in refs) or (node.op == "input" and isinstance(value, torch.Tensor)
+                                                          and value.is_floating_point()):
+            self.perturbable.add(node.name)
+        if isinstance(value, torch.Tensor):
+            self.dtypes[node.name] = value.dtype
+            node.shape = tuple(value.shape)
+        return Ref(node.name)
+
+    def param(self, path: str, source: str = "") -> Ref:
+        if path not in self.params:
+            value = resolve(self.model, path)
+            self.params[path] = self.add(Node(self.graph.fresh_name(_identifier(path)), "param", attrs={"path": path},
+                                              source=source), value).name
+        return Ref(self.params[path])
+
+    def frozen(self, name: str, value: Any) -> Any:
+        if not isinstance(value, torch.Tensor):
+            return value
+        return self.add(Node(self.graph.fresh_name(name), "constant", attrs={"value": value.detach()}), value)
+
+    def batch(self) -> Ref:
+        if self.batch_node is None:
+            self.batch_node = self.add(Node(self.graph.fresh_name("batch"), "batch")).name
+        return Ref(self.batch_node)
+
+    def call(self, name: str, fn: Any, args: tuple, kwargs: dict, source: str, value: Any, module: str = "") -> Ref:
+        """A node that calls ``fn`` on its operands exactly (nothing in it may be perturbed)."""
+        operands: list = []
+        args, kwargs = _slotted(args, operands), _slotted(kwargs, operands)
+        return self.add(Node(self.graph.fresh_name(name), "call", tuple(operands), {"fn": fn, "args": args,
+                                                                                   "kwargs": kwargs},
+                             source, module=module), value)
+
+    def is_tensor_node(self, ref: Ref) -> bool:
+        return self.graph[ref.name].shape is not None
+
+    # ---- the pass -------------------------------------------------------------------------------------
+    def run(self) -> BoundGraph:
+        traced = self.traced
+        order = {n.name: i for i, n in enumerate(traced.gm.graph.nodes)}
+        rebind: dict[str, str] = {}  # tensor written in place -> the in-place node, for the reads after it
+        output: Any = None
+        for n in traced.gm.graph.nodes:
+            for written, by in list(rebind.items()):
+                self.env[written] = self.env[by]
+                del rebind[written]
+            value = traced.values.get(n.name)
+            source = user_source(n.meta.get("stack_trace"))
+            if n.op == "placeholder":
+                if n.name in traced.inputs:
+                    index = traced.inputs.index(n.name)
+                    self.env[n.name] = self.add(Node(n.name, "input", attrs={"index": index}), value)
+                elif n.name in traced.params:
+                    self.env[n.name] = self.param(traced.params[n.name])
+                else:  # torch.export's constants; forward's optional arguments at their defaults
+                    self.env[n.name] = self.frozen(n.name, traced.constants[n.name])
+            elif n.op == "get_attr":
+                self.env[n.name] = self.param(n.target, source) if _has_attr(self.model, n.target) \
+                    else self.frozen(n.name, value)
+            elif n.op == "output":
+                output = n.args[0]
+                if isinstance(output, (tuple, list)) and len(output) == 1:
+                    output = output[0]
+            else:
+                module = traced.gm.get_submodule(n.target) if n.op == "call_module" else None
+                spelling = _spelling(n, traced.gm)
+                written = _written_operand(n, spelling, module)
+                if written is not None:  # later reads of the tensor an in-place op writes see its result
+                    _check_in_place(n, written, traced, order, source)
+                    rebind[written.name] = n.name
+                self.env[n.name] = self.node(n, spelling, module, value, source)
+        if self.missing:
+            note = (f"(torch.fx could not trace the model: {traced.fx_error}; torch.export traced it into aten ops)"
+                    if traced.how == "export" else "")
+            raise UnsupportedOpError.several(self.missing, note)
+        result = self.env.get(output.name) if isinstance(output, fx.Node) else None
+        if not isinstance(result, Ref) or result.name not in self.varying or not self.is_tensor_node(result):
+            what = type(traced.values.get(output.name) if isinstance(output, fx.Node) else output).__name__
+            raise UnsupportedOpError("output", "output", "", f"the model must return a single tensor that depends on "
+                                     f"its inputs; it returns a {what} (wrap the model to select the tensor to bound)")
+        self.graph.output = result.name
+        return self.graph
+
+    def node(self, n: fx.Node, spelling: Any, module: nn.Module | None, value: Any, source: str) -> Any:
+        """The env entry of one call: a new node's Ref, a literal, or a container of them."""
+        args = fx.node.map_arg(n.args, lambda a: self.env[a.name])
+        kwargs = fx.node.map_arg(n.kwargs, lambda a: self.env[a.name])
+        if spelling in (operator.getitem, builtins.getattr) and not isinstance(args[0], (Ref, _Opaque)):
+            if any(isinstance(v, (Ref, _Opaque)) for v in _walk(args[1])):  # an element of a Python container
+                return _Opaque(n.name)
+            return args[0][args[1]] if spelling is operator.getitem else getattr(args[0], args[1])
+        leaves = list(_walk((args, kwargs)))
+        refs = [v for v in leaves if isinstance(v, Ref)]
+        opaque = [v for v in leaves if isinstance(v, _Opaque)]
+        if opaque and not isinstance(value, torch.Tensor) and not _tensors(value):
+            return _Opaque(n.name)
+        if opaque:
+            error = UnsupportedOpError(n.name, _spelling_name(spelling), source, f"an argument is a Python value "
+                                       f"computed from the values of a tensor that may be perturbed (node "
+                                       f"'{opaque[0].node}'): it has no single value over the perturbation set")
+            error.module = _module_path(n, self.traced.gm)
+            self.missing.append(error)
+            return self.add(Node(n.name, "unsupported", tuple(refs), {}, source), value)
+        query = self.shape_query(n, spelling, args, value)
+        if query is not None:
+            return query
+        if not refs and n.op != "call_module":
+            return self.frozen(n.name, value)  # nothing the model can change: its example value
+        perturbable = any(r.name in self.perturbable for r in refs)
+        if not isinstance(value, torch.Tensor) and not _tensors(value):
+            # a Python value: arithmetic on shapes is computed at every call; a perturbable tensor's value is opaque
+            if perturbable:
+                return _Opaque(n.name)
+            return self.call(n.name, _callable(spelling, module), args, kwargs, source, value)
+        if perturbable and spelling in _CREATORS:
+            return self.create(n, spelling, args, kwargs, source, value)
+        rule_name = SPELLINGS.get(spelling)
+        if not perturbable:  # parameters, the batch size, integer inputs: computed exactly
+            return self.call(n.name, _callable(spelling, module), args, kwargs, source, value,
+                             n.target if module is not None else "")
+        return self.bounded(n, spelling, module, rule_name, args, kwargs, source, value)
+
+    def shape_query(self, n: fx.Node, spelling: Any, args: tuple, value: Any) -> Any:
+        """``x.shape``, ``x.size(d)``, ``x.dim()``, ...: example values, the batch size read at every call."""
+        if spelling is builtins.getattr and isinstance(args[1], str) and args[1] in _SHAPE_ATTRIBUTES:
+            what = args[1]
+        elif isinstance(spelling, tuple) and spelling[1] in _SHAPE_METHODS:
+            what = spelling[1]
+        elif spelling is builtins.len or spelling is torch.numel:
+            what = "len" if spelling is builtins.len else "numel"
+        else:
+            return None
+        x = args[0]
+        if not isinstance(x, Ref) or not self.is_tensor_node(x):
+            return None
+        if x.name not in self.varying:
+            return value  # a parameter's or constant's shape is fixed (the guard checks it)
+        if what == "shape" or (what == "size" and len(args) == 1 and not n.kwargs):
+            return (self.batch(),) + tuple(value[1:])
+        if what in ("size", "len"):
+            dim = args[1] if len(args) > 1 else n.kwargs.get("dim", 0)
+            rank = len(self.graph[x.name].shape)
+            return self.batch() if what == "len" or dim % rank == 0 else value
+        if what in ("numel", "nelement"):
+            return self.call(n.name, operator.mul, (self.batch(), value // self.graph[x.name].shape[0]), {}, "",
+                             value)
+        return value
+
+    def create(self, n: fx.Node, spelling: Any, args: tuple, kwargs: dict, source: str, value: Any) -> Ref:
+        """``zeros_like(x)``, ``x.new_zeros(shape)``, ...: a tensor of ``x``'s dtype and device, its shape that
+        of ``x`` (batch size included) or the one given, made at every call."""
+        fn, like = _CREATORS[spelling], args[0]
+        kwargs = dict(kwargs, dtype=value.dtype, device=value.device)
+        kwargs.pop("memory_format", None)
+        if isinstance(spelling, tuple):  # x.new_zeros(size, ...) / x.new_full(size, fill_value)
+            size = args[1] if len(args) > 1 else kwargs.pop("size")
+            rest = args[2:]
+        else:
+            size = (self.batch(),) + tuple(value.shape[1:]) if like.name in self.varying else tuple(value.shape)
+            rest = args[1:]
+        listed = isinstance(size, (tuple, list)) and not isinstance(size, Ref)
+        size = tuple(size) if listed else (size,) + tuple(a for a in rest if isinstance(a, (int, Ref)))
+        rest = tuple(a for a in rest if not isinstance(a, (int, Ref))) if fn is not torch.full else rest[:1]
+        return self.call(n.name, fn, (size,) + tuple(rest), kwargs, source, value)
+
+    def bounded(self, n: fx.Node, spelling: Any, module: nn.Module | None, rule_name: str | None, args: tuple,
+                kwargs: dict, source: str, value: Any) -> Any:
+        """A node of a perturbable tensor: its rule's canonical node(s), or a noted error."""
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        try:
+            if rule_name is None:
+                raise UnsupportedOpError(n.name, _spelling_name(spelling), source, "no bound rule is registered for "
+                                                                                    "this op")
+            call = Call(n.name, spelling, tuple(args), dict(kwargs), module, source, shape,
+                        lambda o: self.graph[o.name].shape if isinstance(o, Ref) else None,
+                        lambda attr, m=n.target, s=source: None if getattr(resolve(self.model, m), attr) is None
+                        else self.param(f"{m}.{attr}", s),
+                        out_dtype=getattr(value, "dtype", None),
+                        operand_dtype=lambda o: self.dtypes.get(o.name) if isinstance(o, Ref) else None)
+            result = RULES[rule_name].canonicalize(call)
+            pieces = result.pieces if isinstance(result, Several) else [(rule_name, *result)]
+            for _, operands, attrs in pieces:
+                constant = [v for v in _walk(attrs) if isinstance(v, (Ref, _Opaque))]
+                if constant or any(isinstance(o, _Opaque) for o in _walk(operands)):
+                    raise call.fail("a value computed from a tensor (or from the batch size) is used where this op "
+                                    "needs a constant")
+        except UnsupportedOpError as error:  # noted, and the rest of the model still canonicalised
+            error.module = _module_path(n, self.traced.gm)
+            self.missing.append(error)
+            return self.add(Node(n.name, "unsupported", tuple(r for r in _walk(args) if isinstance(r, Ref)), {},
+                                 source, module=n.target if module is not None else ""), value)
+        path = n.target if module is not None else ""
+        if not isinstance(result, Several):
+            operands, attrs = result
+            return self.add(Node(n.name, rule_name, tuple(operands), attrs, source, module=path), value)
+        several = isinstance(value, (tuple, list))
+        values = value if several else [value]
+        refs = [self.add(Node(self.graph.fresh_name(f"{n.name}_{i}") if several else n.name, op, tuple(operands),
+                              attrs, source, module=path), piece)
+                for i, ((op, operands, attrs), piece) in enumerate(zip(result.pieces, values))]
+        if not several:
+            return refs[0]
+        try:  # the call's own kind of tuple (torch.return_types.max has .values and .indices)
+            return type(value)(refs)
+        except TypeError:
+            return tuple(refs)
+
+
+def _tensors(value: Any) -> bool:
+    """Whether ``value`` is a container of tensors (``split``'s pieces)."""
+    return isinstance(value, (tuple, list)) and bool(value) and all(isinstance(v, torch.Tensor) for v in value)
+
+
+def _callable(spelling: Any, module: nn.Module | None) -> Any:
+    """What a ``call`` node calls: the module itself, a method's name, or the function."""
+    if module is not None:
+        return module
+    return spelling[1] if isinstance(spelling, tuple) else spelling
 
 
 _IN_PLACE_OPERATORS = (operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
@@ -127,111 +409,4 @@ def _check_in_place(n: fx.Node, written: fx.Node, traced: Traced, order: dict[st
 
 
 def canonicalize(traced: Traced, model: nn.Module) -> BoundGraph:
-    graph = BoundGraph()
-    env: dict[str, Any] = {}  # fx node name -> Ref, frozen literal, or _ShapeValue
-    static: set[str] = set()  # fx nodes whose value depends on neither inputs nor parameters
-    param_nodes: dict[str, str] = {}  # model attribute path -> node name
-    input_dependent: set[str] = set()  # fx nodes whose value depends on a model input
-
-    def param(path: str, source: str = "") -> Ref:
-        if path not in param_nodes:
-            node = graph.add(Node(graph.fresh_name(_identifier(path)), "param", attrs={"path": path},
-                                 source=source, shape=tuple(resolve(model, path).shape)))
-            param_nodes[path] = node.name
-        return Ref(param_nodes[path])
-
-    def frozen(name: str, value: Any) -> Any:
-        if not isinstance(value, torch.Tensor):
-            return value
-        node = graph.add(Node(graph.fresh_name(name), "constant", attrs={"value": value.detach()},
-                              shape=tuple(value.shape)))
-        return Ref(node.name)
-
-    def shape_of(operand: Any) -> tuple[int, ...] | None:
-        if isinstance(operand, Ref):
-            return graph[operand.name].shape
-        return None
-
-    output: Any = None
-    missing: list[UnsupportedOpError] = []  # every op that cannot be bounded, reported together
-    order = {n.name: i for i, n in enumerate(traced.gm.graph.nodes)}
-    rebind: dict[str, str] = {}  # tensor written in place -> the in-place node, for the reads after it
-    for n in traced.gm.graph.nodes:
-        for written, by in list(rebind.items()):
-            env[written] = env[by]
-            del rebind[written]
-        value = traced.values.get(n.name)
-        source = user_source(n.meta.get("stack_trace"))
-        if n.op == "placeholder":
-            if n.name in traced.inputs:
-                input_dependent.add(n.name)
-                env[n.name] = Ref(graph.add(Node(n.name, "input", attrs={"index": traced.inputs.index(n.name)},
-                                                 shape=tuple(value.shape))).name)
-            elif n.name in traced.params:
-                env[n.name] = param(traced.params[n.name])
-            else:
-                env[n.name] = frozen(n.name, traced.constants[n.name])
-                static.add(n.name)
-        elif n.op == "get_attr":
-            if _has_attr(model, n.target):
-                env[n.name] = param(n.target, source)
-            else:
-                env[n.name] = frozen(n.name, value)
-                static.add(n.name)
-        elif n.op == "output":
-            output = n.args[0]
-            if isinstance(output, (tuple, list)) and len(output) == 1:
-                output = output[0]
-        else:
-            deps = [a.name for a in n.all_input_nodes]
-            spelling = _spelling(n, traced.gm)
-            if all(d in static for d in deps):
-                env[n.name] = frozen(n.name, value)
-                static.add(n.name)
-                continue
-            if any(d in input_dependent for d in deps):
-                input_dependent.add(n.name)
-            rule_name = SPELLINGS.get(spelling)
-            module = traced.gm.get_submodule(n.target) if n.op == "call_module" else None
-            written = _written_operand(n, spelling, module)
-            if written is not None:  # later reads of the tensor an in-place op writes see its result
-                _check_in_place(n, written, traced, order, source)
-                rebind[written.name] = n.name
-            if rule_name is None and n.name not in input_dependent and n.op != "call_module":
-                graph.add(_constant_call(n, spelling, env, source, value))
-                env[n.name] = Ref(n.name)
-                continue
-            if rule_name is None and not isinstance(value, torch.Tensor):
-                env[n.name] = _ShapeValue(n.name)
-                continue
-            args = fx.node.map_arg(n.args, lambda a: env[a.name])
-            kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a.name])
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
-            try:
-                if rule_name is None:
-                    raise UnsupportedOpError(n.name, _spelling_name(spelling), source,
-                                             "no bound rule is registered for this op")
-                call = Call(n.name, spelling, tuple(args), dict(kwargs), module, source, shape, shape_of,
-                            lambda attr, m=n.target, s=source: None if getattr(resolve(model, m), attr) is None
-                            else param(f"{m}.{attr}", s))
-                operands, attrs = RULES[rule_name].canonicalize(call)
-                if any(isinstance(o, _ShapeValue) for o in operands) or any(
-                        isinstance(v, (_ShapeValue, Ref)) for v in attrs.values()):
-                    raise call.fail("a value computed from a tensor (or its shape) is used where this op needs "
-                                    "a constant; only reshapes may take shapes")
-            except UnsupportedOpError as error:  # noted, and the rest of the model still canonicalised
-                error.module = _module_path(n, traced.gm)
-                missing.append(error)
-                rule_name, operands, attrs = "unsupported", tuple(a for a in args if isinstance(a, Ref)), {}
-            graph.add(Node(n.name, rule_name, tuple(operands), attrs, source, shape,
-                           module=n.target if module is not None else ""))
-            env[n.name] = Ref(n.name)
-    if missing:
-        note = (f"(torch.fx could not trace the model: {traced.fx_error}; torch.export traced it into aten ops)"
-                if traced.how == "export" else "")
-        raise UnsupportedOpError.several(missing, note)
-    if not isinstance(output, fx.Node) or not isinstance(env.get(output.name), Ref):
-        raise UnsupportedOpError("output", "output", "", "the model must return a single tensor that depends "
-                                                         "on its inputs")
-    graph.output = env[output.name].name
-    return graph
+    return _Canonicalizer(traced, model).run()

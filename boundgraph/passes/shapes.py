@@ -64,11 +64,13 @@ def propagate_shapes(graph: BoundGraph, model: nn.Module, inputs: tuple) -> Boun
 
 
 def source_value(node: Node, model: nn.Module, inputs: tuple, C: Tensor | None = None) -> Any:
-    """The value of an ``input``, ``param``, ``constant`` or ``spec`` node."""
+    """The value of an ``input``, ``param``, ``constant``, ``spec`` or ``batch`` node."""
     if node.op == "input":
         return inputs[node.attrs["index"]]
     if node.op == "param":
         return resolve(model, node.attrs["path"])
     if node.op == "spec":
         return C
+    if node.op == "batch":
+        return inputs[0].shape[0]
     return node.attrs["value"]
