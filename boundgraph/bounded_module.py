@@ -75,7 +75,8 @@ class BoundedModule(nn.Module):
             canonical = eliminate_dead_nodes(canonicalize(traced, core))
             unfolded = propagate_shapes(canonical, core, inputs)
             graph = fold_batchnorm(unfolded)
-            attach_rules(graph)
+            # every rule checked as used when all floating-point inputs are perturbed: refusals at compile time
+            attach_rules(mark_perturbed(graph, [i for i, x in enumerate(inputs) if x.is_floating_point()]))
             output = check_graph(graph, core, inputs, "the example input")
             bigger = check_batch_dimension(graph, core, inputs)
         finally:

@@ -21,15 +21,26 @@ def _bn_relu_conv(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int 
 
 # ---------------------------------------------------------------------------------------------- VGG, AlexNet
 
-def vgg(channels=(4, 8), classes: int = 10) -> nn.Module:
-    """VGG-11's pattern: [conv3×3 – ReLU]×n – max-pool 2×2, twice, then a classifier with dropout."""
+def vgg(config=(4, 4, "M", 8, 8, "M"), pool: int = 2, hidden: int = 16, classes: int = 10) -> nn.Module:
+    """VGG's pattern: conv3×3 – ReLU layers and 2×2 max pools as ``config`` lists them, adaptive average
+    pooling to ``pool``×``pool``, then a classifier with dropout. VGG-11 is ``vgg(VGG11, 7, 4096)``."""
     layers, cin = [], 3
-    for cout in channels:
-        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1),
-                   nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=2, stride=2)]
-        cin = cout
-    return nn.Sequential(nn.Sequential(*layers), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(),
-                         nn.Linear(cin * 4, 16), nn.ReLU(True), nn.Dropout(), nn.Linear(16, classes))
+    for item in config:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(cin, item, 3, padding=1), nn.ReLU(inplace=True)]
+            cin = item
+    return nn.Sequential(nn.Sequential(*layers), nn.AdaptiveAvgPool2d((pool, pool)), nn.Flatten(),
+                         nn.Linear(cin * pool * pool, hidden), nn.ReLU(True), nn.Dropout(),
+                         nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(), nn.Linear(hidden, classes))
+
+
+VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+def vgg11(classes: int = 10) -> nn.Module:
+    return vgg(VGG11, 7, 4096, classes)
 
 
 class AlexNet(nn.Module):
@@ -77,24 +88,34 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet-18's pattern: 7×7/2 stem, BN, ReLU, 3×3/2 max pool, basic blocks (a strided one with a 1×1
-    downsample), adaptive average pool to 1×1, ``torch.flatten``, fc."""
+    """ResNet-18's pattern: 7×7/2 stem, BN, ReLU, 3×3/2 max pool, stages of basic blocks (each stage after
+    the first opens with a strided block and a 1×1 downsample), adaptive average pool to 1×1,
+    ``torch.flatten``, fc. ``ResNet((64, 128, 256, 512), (2, 2, 2, 2))`` is ResNet-18."""
 
-    def __init__(self, widths=(4, 8), classes: int = 10) -> None:
+    def __init__(self, widths=(4, 8), blocks=(1, 1), classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = BasicBlock(widths[0], widths[0])
-        self.layer2 = BasicBlock(widths[0], widths[1], stride=2)
+        stages, cin = [], widths[0]
+        for i, (width, count) in enumerate(zip(widths, blocks)):
+            stage = [BasicBlock(cin, width, stride=1 if i == 0 else 2)]
+            stage += [BasicBlock(width, width) for _ in range(count - 1)]
+            stages.append(nn.Sequential(*stage))
+            cin = width
+        self.layers = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(widths[1], classes)
+        self.fc = nn.Linear(widths[-1], classes)
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer2(self.layer1(x))
+        x = self.layers(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet18(classes: int = 10) -> nn.Module:
+    return ResNet((64, 128, 256, 512), (2, 2, 2, 2), classes)
 
 
 # ---------------------------------------------------------------------------------------------- DenseNet
@@ -454,7 +475,7 @@ def build(name: str, seed: int = 0, dtype: torch.dtype = torch.float64) -> tuple
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)

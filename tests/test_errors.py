@@ -236,3 +236,17 @@ def test_a_model_only_torch_export_could_trace_says_why_fx_failed():
 
     with pytest.raises(UnsupportedOpError, match="torch.fx could not trace the model.*torch.export traced it"):
         BoundedModule(Branchy(), torch.randn(2, 3))
+
+
+def test_a_product_of_two_perturbed_tensors_is_refused_when_the_model_is_compiled():
+    class SqueezeExcite(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 1)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return h * torch.sigmoid(self.fc(h.mean((2, 3), keepdim=True)))  # the gate depends on x too
+
+    with pytest.raises(UnsupportedOpError, match=r"node 'mul' \(op mul\).*h \* torch.sigmoid.*two perturbed tensors"):
+        BoundedModule(SqueezeExcite(), torch.randn(2, 1, 5, 5))

@@ -2,7 +2,8 @@
 with respect to its one perturbed input, for GloRo (Leino et al. 2021).
 
 Composition by the chain rule and the triangle inequality: a node affine in one perturbed operand,
-``z = L(x) + c``, has ``K_z = ‖L‖₂·K_x``; a sum ``a + αb`` of two has ``K_a + |α|·K_b``; an elementwise
+``z = L(x) + c``, has ``K_z = ‖L‖₂·K_x`` (affine in several, ``cat`` say: ``Σ ‖L_i‖₂·K_i``); a sum ``a + αb`` of
+two has ``K_a + |α|·K_b``; an elementwise
 nonlinearity has its rule's largest slope times ``K_x``. The operator norm ``‖L‖₂`` of any affine rule
 comes from its own ``forward`` (``Lv``) and ``backward`` (``Lᵀu``, e.g. the transposed convolution):
 - power iteration on ``LᵀL`` with an input-shaped iterate kept between calls (one or a few steps per
@@ -55,14 +56,16 @@ def lipschitz_constants(graph: BoundGraph, rules: dict[str, Rule], model: nn.Mod
         elif node.op == "add" and len(perturbed) == 2:
             a, b = (node.operands[i].name for i in perturbed)
             K[node.name] = K[a] + abs(node.attrs.get("alpha", 1)) * K[b]
-        elif len(perturbed) == 1:
-            i = perturbed[0]
-            source = graph[node.operands[i].name]
-            operator = _Operator(rule, node.operands, node.attrs, i, values, source.shape[1:])
-            norm = operator.exact_norm(node.name) if exact else operator.power_norm(node.name, iterates, iterations)
-            K[node.name] = norm * K[source.name]
-        else:
-            raise UnsupportedOpError(node.name, node.op, node.source, "no Lipschitz bound for this use of the op")
+        else:  # affine in each perturbed operand (cat, stack, ...): K = Σ ‖L_i‖·K_i by the triangle inequality
+            total: Any = 0.0
+            for i in perturbed:
+                source = graph[node.operands[i].name]
+                others = {j: graph[node.operands[j].name].shape[1:] for j in perturbed if j != i}
+                operator = _Operator(rule, node.operands, node.attrs, i, values, source.shape[1:], others)
+                key = node.name if len(perturbed) == 1 else f"{node.name}:{i}"
+                norm = operator.exact_norm(node.name) if exact else operator.power_norm(key, iterates, iterations)
+                total = total + norm * K[source.name]
+            K[node.name] = total
     return K
 
 
@@ -87,15 +90,20 @@ def constant_values(graph: BoundGraph, rules: dict[str, Rule], model: nn.Module,
 class _Operator:
     """The linear part ``L`` of a node affine in its ``index``-th operand, the others fixed."""
 
-    def __init__(self, rule: Rule, operands: tuple, attrs: dict, index: int, values: dict, in_shape: tuple) -> None:
+    def __init__(self, rule: Rule, operands: tuple, attrs: dict, index: int, values: dict, in_shape: tuple,
+                 others: dict | None = None) -> None:
         self.rule, self.attrs, self.index, self.in_shape = rule, attrs, index, tuple(in_shape)
-        self.operands = [None if k == index else operand_value(values, o) for k, o in enumerate(operands)]
+        self.others = others or {}  # the other perturbed operands' positions and shapes: zero in L_i, None in Lᵀ
+        self.operands = [None if k == index or k in self.others else operand_value(values, o)
+                         for k, o in enumerate(operands)]
 
     def apply(self, v: Tensor) -> Tensor:
         """``L v`` for a batch of input-shaped ``v``."""
         def run(x: Tensor) -> Tensor:
             ops = list(self.operands)
             ops[self.index] = x
+            for k, shape in self.others.items():
+                ops[k] = x.new_zeros(x.shape[0], *shape)
             return self.rule.forward(*ops, **self.attrs)
         return run(v) - run(torch.zeros_like(v[:1]))
 
