@@ -10,14 +10,11 @@ L∞ ε = 2/255 on random [0, 1] inputs, by IBP, CROWN-IBP and (where it fits) C
 Cost: for each full-size net, median seconds of a plain forward, an IBP bound and a CROWN-IBP bound of the
 margins, measured interleaved in one process; the matmul/conv FLOPs of each (``FlopCounterMode``) and
 their ratios to the plain forward's (the arithmetic floor of a method is its FLOP ratio); the peak
-resident memory a CROWN-IBP bound adds, measured in a fresh process (``ru_maxrss`` after it, less
-``ru_maxrss`` after building the model and one plain forward).
+resident memory a CROWN-IBP bound adds to the built model (Linux's high-water mark, reset before it).
 """
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import resource
 import statistics
 import sys
 import time
@@ -81,21 +78,21 @@ def _flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def _peak_memory(name: str, batch: int, eps: float, queue) -> None:
-    """In a fresh process: the resident memory a CROWN-IBP bound adds to a built model (MiB)."""
-    torch.set_num_threads(1)
-    model = FULL[name]().eval()
-    x = torch.rand(batch, 3, 32, 32)
-    bm = BoundedModule(model, x)
-    C = margins(bm, x)
-    with torch.no_grad():
-        bm(x)
-        bm.bounds(x[:1], LinfBall(eps, clip=(0, 1)), "crown-ibp", C[:1], bound_upper=False)  # programs compiled
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with torch.no_grad():
-        bm.bounds(x, LinfBall(eps, clip=(0, 1)), "crown-ibp", C, bound_upper=False)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((after - before) / 1024)
+def _status(field: str) -> float:
+    """A ``/proc/self/status`` memory field, MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def peak_memory(fn) -> float:
+    """The resident memory ``fn`` adds at its peak (MiB): the high-water mark reset to the current size
+    (``clear_refs``), ``fn`` run, the new high-water mark less the size before (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status("VmRSS")
+    fn()
+    return _status("VmHWM") - before
 
 
 def cost(batch: int, eps: float, repeats: int) -> None:
@@ -103,7 +100,6 @@ def cost(batch: int, eps: float, repeats: int) -> None:
           f"{torch.get_num_threads()} thread(s)")
     print(f"{'net':<10} {'params':>7} {'compile s':>9} {'plain ms':>9} {'IBP ms':>9} {'CROWN-IBP ms':>13} "
           f"{'time ratio':>11} {'FLOP ratio':>11} {'peak MiB':>9}")
-    context = multiprocessing.get_context("spawn")
     for name, make in FULL.items():
         torch.manual_seed(0)
         model = make().eval()
@@ -118,11 +114,7 @@ def cost(batch: int, eps: float, repeats: int) -> None:
         with torch.no_grad():
             seconds = _timed(fns, repeats)
             flops = {k: _flops(fn) for k, fn in fns.items()}
-        queue = context.Queue()
-        worker = context.Process(target=_peak_memory, args=(name, batch, eps, queue))
-        worker.start()
-        peak = queue.get()
-        worker.join()
+            peak = peak_memory(fns["crown-ibp"])
         params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"{name:<10} {params:>6.1f}M {compiled:>9.2f} {1e3 * seconds['plain']:>9.1f} {1e3 * seconds['ibp']:>9.1f} "
               f"{1e3 * seconds['crown-ibp']:>13.1f} {seconds['crown-ibp'] / seconds['plain']:>11.1f} "

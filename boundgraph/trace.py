@@ -120,7 +120,11 @@ class _Arity(ValueError):
 def _trace_export(model: nn.Module, inputs: tuple) -> Traced:
     from torch.export.graph_signature import InputKind
 
-    exported = torch.export.export(model, inputs)
+    try:  # the batch dimension dynamic, so that what is computed from the batch size follows it
+        batch = tuple({0: torch.export.Dim.AUTO} for _ in inputs)
+        exported = torch.export.export(model, inputs, dynamic_shapes=batch)
+    except Exception:  # noqa: BLE001  (e.g. control flow on the batch size: specialised to the example's)
+        exported = torch.export.export(model, inputs)
     gm = exported.graph_module
     traced = Traced(gm, {}, [], how="export")
     args, user = [], iter(inputs)

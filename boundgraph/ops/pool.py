@@ -23,7 +23,7 @@ largest element of a window. Every window is a row of one table of the flattened
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F

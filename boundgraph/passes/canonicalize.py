@@ -115,11 +115,14 @@ def _slotted(value: Any, operands: list) -> Any:
 _SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "is_cuda", "layout", "is_floating_point"}
 _SHAPE_METHODS = {"size", "dim", "ndimension", "numel", "nelement", "get_device", "is_floating_point",
                   "is_contiguous", "element_size"}
-_CREATORS = {  # value-independent: only the operand's shape, dtype and device matter
-    torch.zeros_like: torch.zeros, torch.ones_like: torch.ones, torch.empty_like: torch.zeros,
-    torch.full_like: torch.full, method("new_zeros"): torch.zeros, method("new_ones"): torch.ones,
-    method("new_empty"): torch.zeros, method("new_full"): torch.full,
-}
+_aten = torch.ops.aten
+_LIKE = {torch.zeros_like: torch.zeros, torch.ones_like: torch.ones, torch.empty_like: torch.zeros,
+         torch.full_like: torch.full, _aten.zeros_like.default: torch.zeros, _aten.ones_like.default: torch.ones,
+         _aten.empty_like.default: torch.zeros, _aten.full_like.default: torch.full}
+_NEW = {method("new_zeros"): torch.zeros, method("new_ones"): torch.ones, method("new_empty"): torch.zeros,
+        method("new_full"): torch.full, _aten.new_zeros.default: torch.zeros, _aten.new_ones.default: torch.ones,
+        _aten.new_empty.default: torch.zeros, _aten.new_full.default: torch.full}
+_CREATORS = {**_LIKE, **_NEW}  # value-independent: only the operand's shape, dtype and device matter
 
 
 class _Canonicalizer:
@@ -270,6 +273,10 @@ class _Canonicalizer:
             what = spelling[1]
         elif spelling is builtins.len or spelling is torch.numel:
             what = "len" if spelling is builtins.len else "numel"
+        elif spelling is _aten.sym_size.int:  # torch.export's x.size(d) on a dynamic batch
+            what = "size"
+        elif spelling is _aten.sym_numel.default:
+            what = "numel"
         else:
             return None
         x = args[0]
@@ -293,8 +300,9 @@ class _Canonicalizer:
         of ``x`` (batch size included) or the one given, made at every call."""
         fn, like = _CREATORS[spelling], args[0]
         kwargs = dict(kwargs, dtype=value.dtype, device=value.device)
-        kwargs.pop("memory_format", None)
-        if isinstance(spelling, tuple):  # x.new_zeros(size, ...) / x.new_full(size, fill_value)
+        for key in ("memory_format", "layout", "pin_memory"):
+            kwargs.pop(key, None)
+        if spelling in _NEW:  # x.new_zeros(size, ...) / x.new_full(size, fill_value)
             size = args[1] if len(args) > 1 else kwargs.pop("size")
             rest = args[2:]
         else:

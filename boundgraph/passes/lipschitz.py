@@ -76,9 +76,9 @@ def constant_values(graph: BoundGraph, rules: dict[str, Rule], model: nn.Module,
     for node in graph:
         if node.name not in names or node.perturbed:
             continue
-        if node.op in ("input", "spec"):
+        if node.op in ("input", "spec", "batch"):
             raise UnsupportedOpError(node.name, node.op, node.source, "a global Lipschitz bound cannot depend "
-                                                                      "on an unperturbed input")
+                                                                      "on an unperturbed input or the batch size")
         if node.op in SOURCE_KINDS:
             values[node.name] = source_value(node, model, ())
         else:

@@ -131,3 +131,106 @@ def test_an_in_place_op_on_a_parameter_is_refused():
 
     with pytest.raises(UnsupportedOpError, match="model's own tensor 'offset'"):
         BoundedModule(Drifting(), torch.randn(2, 3))
+
+
+class ShapeArithmetic(nn.Module):
+    """ViT- and U-Net-style shape code: unpacked shapes, products of sizes, a class token expanded to the
+    batch, zeros made from the batch size, a parameter reshaped to broadcast."""
+
+    def __init__(self):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.randn(3))
+        self.cls = nn.Parameter(torch.randn(1, 1, 4))
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        n_h, n_w = h // 2, w // 2
+        h = x * self.gamma.reshape(1, -1, 1, 1)
+        tokens = h.reshape(b, c, n_h * n_w, 4).flatten(1, 2)
+        tokens = torch.cat([self.cls.expand(b, -1, -1), tokens], dim=1)
+        tokens = self.fc(tokens) + x.new_zeros(b, 1, 4) + torch.zeros(x.size(0), c * n_h * n_w + 1, 4)
+        return tokens + torch.zeros_like(tokens)
+
+
+def test_shape_arithmetic_folds_and_what_depends_on_the_batch_size_follows_it():
+    torch.manual_seed(0)
+    model = ShapeArithmetic().to(DTYPE)
+    x = torch.randn(2, 3, 4, 4, dtype=DTYPE)
+    bm = BoundedModule(model, x)
+    ops = [n.op for n in bm.graph]
+    assert "batch" in ops and "unsupported" not in ops
+    for batch in (1, 5):  # other batch sizes than the example's: zeros, expand and cat follow
+        x = torch.randn(batch, 3, 4, 4, dtype=DTYPE)
+        for method in METHODS:
+            assert_sound(bm, x, LinfBall(0.1), method, n=4, pgd=False)
+
+
+def test_a_parameter_reshaped_to_broadcast_is_a_constant_not_a_batch_error():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gamma = nn.Parameter(torch.randn(3))
+
+        def forward(self, x):
+            return x * self.gamma.reshape(1, -1, 1) + self.gamma[0]
+
+    graph = canonicalize(trace(Scale(), (torch.randn(2, 3, 4),)), Scale())
+    assert [n.op for n in graph if n.op not in ("input", "param")] == ["call", "mul", "call", "add"]
+
+
+def test_an_integer_mask_input_flows_through_any_op_exactly():
+    class MaskedMean(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x, mask):
+            m = mask.unsqueeze(-1).to(x.dtype)  # ops on the mask alone need no rule
+            return self.fc((x * m).sum(1) / m.sum(1).clamp(min=1))
+
+    torch.manual_seed(0)
+    model = MaskedMean().to(DTYPE)
+    x = torch.randn(2, 5, 4, dtype=DTYPE)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    bm = BoundedModule(model, (x, mask))
+    for method in METHODS:
+        assert_sound(bm, (x, mask), (LinfBall(0.2), None), method, n=4)
+    with pytest.raises(ValueError, match="only floating-point inputs can be perturbed"):
+        bm.bounds((x, mask), (LinfBall(0.2), LinfBall(0.2)), "ibp")
+
+
+def test_optional_forward_arguments_take_their_defaults():
+    class WithOptions(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x, attn_mask=None, scale=2.0, *, flag=False):
+            if attn_mask is not None:
+                x = x * attn_mask
+            return self.fc(x) * scale + (1.0 if flag else 0.0)
+
+    model = WithOptions().to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    bm = BoundedModule(model, x)
+    assert bm.traced_by == "fx"
+    torch.testing.assert_close(bm.bounds(x, LinfBall(0.0), "crown").lower, model(x))
+
+
+def test_a_python_value_of_a_perturbed_tensor_is_refused_where_it_is_used():
+    class ItemScale(nn.Module):
+        def forward(self, x):
+            return x * x.abs().max().item()
+
+    with pytest.raises(UnsupportedOpError, match="Python value computed from the values of a tensor"):
+        BoundedModule(ItemScale(), torch.randn(2, 3))
+
+
+def test_split_pieces_and_max_values_are_one_node_each():
+    def body(t):
+        a, b = t.chunk(2, dim=1)
+        return torch.cat([b, a.max(dim=2, keepdim=True).values.expand_as(a)], 1)
+
+    ops = canonical_ops(Chain([body]), torch.randn(2, 4, 3))
+    assert ops.count("index") == 2 and ops.count("amax") == 1 and "argmax" not in ops
