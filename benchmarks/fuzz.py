@@ -1,7 +1,7 @@
 """Fuzz the bounds: random models (``tests/random_models.py``: small, deep, wide and DAG MLPs, CNNs,
-activation-free and float32-overflowing nets, ParamRamp, two activations in a row, training-mode batch
-norm, extreme weights; clipped, per-example and degenerate perturbation sets) for a time budget, every
-method on each, ``boundgraph.check`` comparing every bound with sampled, corner and PGD points.
+activation-free and float32-overflowing nets, nets of the vision zoos' ops (max and adaptive pooling, cat,
+shuffles, pads, upsampling), ParamRamp, two activations in a row, training-mode batch norm, extreme weights;
+clipped, per-example and degenerate perturbation sets) for a time budget, every method on each, ``boundgraph.check`` comparing every bound with sampled, corner and PGD points.
 
     python benchmarks/fuzz.py --minutes 20               # prints a table; exit status 1 on any failure
     python benchmarks/fuzz.py --replay 1234              # one case again, with its full report
