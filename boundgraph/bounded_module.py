@@ -13,7 +13,7 @@ from .guard import (check_batch_dimension, check_fingerprint, check_graph, finge
 from .ir import BoundGraph, Interval
 from .ops import LINE_STRATEGIES
 from .passes import (BOUND_METHODS as SCHEDULED_METHODS, METHODS, attach_rules, canonicalize, eliminate_dead_nodes,
-                     fold_batchnorm, fuse_spec, mark_perturbed, propagate_shapes, schedule, use_batch_statistics)
+                     expand_perturbed, fold_batchnorm, fuse_spec, mark_perturbed, propagate_shapes, schedule, use_batch_statistics)
 from .perturbation import Perturbation
 from .trace import trace
 
@@ -76,7 +76,8 @@ class BoundedModule(nn.Module):
             unfolded = propagate_shapes(canonical, core, inputs)
             graph = fold_batchnorm(unfolded)
             # every rule checked as used when all floating-point inputs are perturbed: refusals at compile time
-            attach_rules(mark_perturbed(graph, [i for i, x in enumerate(inputs) if x.is_floating_point()]))
+            attach_rules(expand_perturbed(mark_perturbed(graph, [i for i, x in enumerate(inputs)
+                                                                 if x.is_floating_point()])))
             output = check_graph(graph, core, inputs, "the example input")
             bigger = check_batch_dimension(graph, core, inputs)
         finally:
@@ -150,7 +151,7 @@ class BoundedModule(nn.Module):
         key = (method, perturbed, with_spec, bound_lower, bound_upper, lines, norms, with_ibp, intermediates)
         if key not in self._programs:
             graph = fold_batchnorm(use_batch_statistics(self._unfolded, set(norms))) if norms else self.graph
-            graph = mark_perturbed(graph, perturbed)
+            graph = expand_perturbed(mark_perturbed(graph, perturbed))
             if with_spec:
                 graph = fuse_spec(graph)
             rules = attach_rules(graph)

@@ -299,26 +299,35 @@ class _Emitter:
                 call = self.guarded(node.name, call)
         self.line(f"{var} = {call}")
 
-    def guarded(self, node_name: str, call: str) -> str:
-        """``call`` (a nonlinear node's interval or lines) made NaN where its input is unbounded."""
+    def relaxed(self, node_name: str) -> list[str]:
+        """The variables of a nonlinear node's relaxed operands (those whose bounds its lines take)."""
         node = self.graph[node_name]
-        constants = "".join(f", {self.operand(o)}" for o in node.operands[1:] if isinstance(o, Ref))
-        return f"nan_where_unbounded({self.v[node.operands[0].name]}, {call}{constants})"
+        return [self.v[o.name] for o in self.rules[node_name].relaxed(node.operands)]
+
+    def guarded(self, node_name: str, call: str) -> str:
+        """``call`` (a nonlinear node's interval or lines) made NaN where an input it relaxes is unbounded."""
+        node = self.graph[node_name]
+        count = len(self.relaxed(node_name))
+        constants = "".join(f", {self.operand(o)}" for o in node.operands[count:] if isinstance(o, Ref))
+        for i, pre in enumerate(self.relaxed(node_name)):
+            call = f"nan_where_unbounded({pre}, {call}{constants if i == 0 else ''})"
+        return call
 
     def attr_args(self, node_name: str) -> str:
         """``, name=value`` for every attribute of a node."""
         return "".join(f", {k}={self.literal(v)}" for k, v in self.graph[node_name].attrs.items())
 
     def rest_args(self, node_name: str) -> str:
-        """``, <constant operands and attributes>`` of a nonlinear node (its first operand left out)."""
-        rest = self.call_args(node_name, skip=1)
+        """``, <constant operands and attributes>`` of a nonlinear node (its relaxed operands left out)."""
+        rest = self.call_args(node_name, skip=len(self.relaxed(node_name)))
         return f", {rest}" if rest else ""
 
     def lines(self, step: Step) -> None:
         node, var = self.graph[step.node], self.v[step.node]
         pre = self.v[node.operands[0].name]
+        bounds = ", ".join(f"{p}.lower, {p}.upper" for p in self.relaxed(node.name))
         strategy = "adaptive" if self.strategy == "alpha" else self.strategy
-        call = f"{self.rule(node.name)}.lines({pre}.lower, {pre}.upper, {strategy!r}{self.rest_args(node.name)})"
+        call = f"{self.rule(node.name)}.lines({bounds}, {strategy!r}{self.rest_args(node.name)})"
         self.line(f"{var}_lines = {self.guarded(node.name, call)}")
         if self.strategy == "alpha":  # α-CROWN: the optimised lower slopes (created from these lines)
             self.line(f"{var}_lines = {self.rule(node.name)}.with_alpha({var}_lines, {pre}.lower, {pre}.upper, "
@@ -332,7 +341,7 @@ class _Emitter:
             return
         self.comment(node.name)
         if isinstance(self.rules[node.name], Nonlinear):
-            args = f"{self.v[node.operands[0].name]}_lin, {var}_lines"
+            args = "".join(f"{p}_lin, " for p in self.relaxed(node.name)) + f"{var}_lines"
         else:
             args = self.call_args(node.name, linear=True)
         self.line(f"{var}_lin = {self.rule(node.name)}.forward_linear({args})")
@@ -378,7 +387,8 @@ class _Emitter:
             else:
                 call = f"{rule}.backward(A_{var}, {self.call_args(name, backward=True)})"
             targets, sums = [], []
-            operands = node.operands[:1] if isinstance(self.rules[name], Nonlinear) else node.operands
+            operands = self.rules[name].relaxed(node.operands) if isinstance(self.rules[name], Nonlinear) \
+                else node.operands
             for o in operands:
                 if isinstance(o, Ref) and self.graph[o.name].perturbed:
                     into = self.v[o.name]

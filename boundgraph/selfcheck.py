@@ -176,8 +176,9 @@ class _Comparator:
             if interval.upper is not None:
                 self.record(name, "upper", value - interval.upper, size, label, point, scale)
         for name, lines in self.relaxations.items():  # σ(z) between its lines, at the pre-activation's value z
-            z, out = values[self.graph[name].operands[0].name], values[name]
-            slope_z, bias, upper_z, upper_bias = RULES[self.graph[name].op].line_values(lines, z)
+            rule = RULES[self.graph[name].op]
+            z, out = [values[o.name] for o in rule.relaxed(self.graph[name].operands)], values[name]
+            slope_z, bias, upper_z, upper_bias = rule.line_values(lines, *z)
             below = slope_z + (0 if bias is None else bias)
             self.record(name, "lower line", below - out, _magnitude(slope_z, bias, out), label, point, scale)
             self.record(name, "upper line", out - (upper_z + upper_bias), _magnitude(upper_z, upper_bias, out), label,

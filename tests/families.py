@@ -240,16 +240,33 @@ def mobilenet_v2(classes: int = 10) -> nn.Module:
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(6, classes))
 
 
+class SqueezeExcitation(nn.Module):
+    """torchvision's ``SqueezeExcitation``: global average pool, 1×1 reduce, activation, 1×1 expand, a gate
+    (sigmoid, or hard sigmoid in MobileNetV3) that scales the input: a product of two perturbed tensors."""
+
+    def __init__(self, channels: int, squeeze: int, activation=nn.ReLU, gate=nn.Sigmoid) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(channels, squeeze, 1), nn.Conv2d(squeeze, channels, 1)
+        self.activation, self.scale_activation = activation(), gate()
+
+    def forward(self, x):
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
 class MobileNetV3Block(nn.Module):
-    """MobileNetV3's block without squeeze-excite: 1×1 expand, Hardswish, 5×5 depthwise, Hardswish, 1×1."""
+    """MobileNetV3's block: 1×1 expand, Hardswish, 5×5 depthwise, Hardswish, squeeze-excite with a hard-sigmoid
+    gate, 1×1 project."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         hidden = 2 * cin
         self.block = nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.Hardswish(),
                                    nn.Conv2d(hidden, hidden, 5, stride, 2, groups=hidden, bias=False),
-                                   nn.BatchNorm2d(hidden), nn.Hardswish(), nn.Conv2d(hidden, cout, 1, bias=False),
-                                   nn.BatchNorm2d(cout))
+                                   nn.BatchNorm2d(hidden), nn.Hardswish(),
+                                   SqueezeExcitation(hidden, 2, gate=nn.Hardsigmoid),
+                                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
         self.use_res_connect = stride == 1 and cin == cout
 
     def forward(self, x):
@@ -260,8 +277,7 @@ class MobileNetV3Block(nn.Module):
 
 
 def mobilenet_v3(classes: int = 10) -> nn.Module:
-    """MobileNetV3-small's stem, blocks and head (Hardswish, Hardsigmoid-free: squeeze-excite gates multiply
-    two perturbed tensors, "Arbitrary models, part 2")."""
+    """MobileNetV3-small's stem, blocks (squeeze-excite included) and head."""
     return nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1, bias=False), nn.BatchNorm2d(4), nn.Hardswish(),
                          MobileNetV3Block(4, 4, 1), MobileNetV3Block(4, 6, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(6, 12), nn.Hardswish(inplace=True), nn.Dropout(0.2), nn.Linear(12, classes))
@@ -282,15 +298,17 @@ class StochasticDepth(nn.Module):
 
 
 class MBConv(nn.Module):
-    """EfficientNet's block: 1×1 expand, SiLU, 3×3 depthwise, SiLU, 1×1 project, stochastic depth, + input."""
+    """EfficientNet's block: 1×1 expand, SiLU, 3×3 depthwise, SiLU, squeeze-excite (SiLU, sigmoid gate), 1×1
+    project, stochastic depth, + input."""
 
     def __init__(self, channels: int, p: float) -> None:
         super().__init__()
         hidden = 2 * channels
         self.block = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU(inplace=True),
                                    nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False),
-                                   nn.BatchNorm2d(hidden), nn.SiLU(inplace=True), nn.Conv2d(hidden, channels, 1, bias=False),
-                                   nn.BatchNorm2d(channels))
+                                   nn.BatchNorm2d(hidden), nn.SiLU(inplace=True),
+                                   SqueezeExcitation(hidden, 2, activation=nn.SiLU),
+                                   nn.Conv2d(hidden, channels, 1, bias=False), nn.BatchNorm2d(channels))
         self.stochastic_depth = StochasticDepth(p)
 
     def forward(self, x):

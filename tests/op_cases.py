@@ -138,6 +138,12 @@ CASES = [
     OpCase("conv_transpose3d", "ConvTranspose3d", _m(nn.ConvTranspose3d(2, 2, 2, stride=2)), VOLUME, monotone=False),
     # ---- linear.py, arithmetic.py, norm.py
     OpCase("linear", "Linear", _m(nn.Linear(9, 5)), SEQ, monotone=False),
+    OpCase("matmul", "x @ W", lambda t: t @ torch.linspace(-1, 1, 45, dtype=t.dtype).reshape(9, 5), SEQ, monotone=False),
+    OpCase("matmul", "W @ x", lambda t: torch.matmul(torch.linspace(-2, 1, 12, dtype=t.dtype).reshape(3, 4), t), SEQ,
+           monotone=False),
+    OpCase("matmul", "x @ vector", lambda t: t.matmul(torch.linspace(-1, 1, 9, dtype=t.dtype)), SEQ, monotone=False),
+    OpCase("matmul", "bmm per-example", lambda t: torch.bmm(t, torch.linspace(-1, 1, 18, dtype=t.dtype).reshape(9, 2).expand(
+        t.shape[0], -1, -1)), SEQ, monotone=False),
     OpCase("add", "residual", lambda t: t + t.flip(2) - 1.0, SEQ, monotone=False),
     OpCase("mul", "scale", lambda t: t * torch.linspace(-1, 1, 9) * -2.0, SEQ, monotone=False),
     OpCase("div", "divide", lambda t: t / torch.linspace(1, 2, 9), SEQ),
@@ -159,6 +165,18 @@ CASES = [
            IMAGE, linear=False),
     OpCase("amax", "amin", lambda t: torch.amin(t, -1, keepdim=True), SEQ, linear=False),
     OpCase("amax", "min dim", lambda t: torch.min(t, 1)[0], SEQ, linear=False),
+    # ---- bilinear.py: products of two perturbed tensors (the compiled graph keeps the user's op; a program
+    # that perturbs both operands expands it into the bilinear product)
+    OpCase("product", "x * y", lambda t: t * t.flip(2), SEQ, linear=False, monotone=False, becomes="mul"),
+    OpCase("product", "square", lambda t: t * t, SEQ, linear=False, monotone=False, becomes="mul"),
+    OpCase("product", "squeeze-excite gate", lambda t: t * torch.sigmoid(t.mean((2, 3), keepdim=True)), IMAGE,
+           linear=False, monotone=False, becomes="mul"),
+    OpCase("product", "x / y", lambda t: t / (2 + torch.sigmoid(t.flip(1))), SEQ, linear=False, monotone=False,
+           becomes="div"),
+    OpCase("product", "constant / y", lambda t: 3.0 / (t * t + 1), SEQ, linear=False, monotone=False, becomes="div"),
+    OpCase("product", "x @ yT", lambda t: t @ t.transpose(1, 2), SEQ, linear=False, monotone=False, becomes="matmul"),
+    OpCase("product", "scores times values", lambda t: (t[..., :3] @ t[..., 3:].transpose(-1, -2)) @ t, IMAGE,
+           linear=False, monotone=False, becomes="matmul"),
     # ---- activation.py: clamps by constant tensors (the line-fitting machine's are tested by the registry of
     # Elementwise rules in tests/ops/test_activation.py)
     OpCase("clamp_by", "maximum", lambda t: torch.maximum(t, torch.linspace(-1, 1, 9)), SEQ, linear=False),

@@ -7,7 +7,8 @@ machine, two activations in a row, batch norm, residuals,
 dropout in eval mode, input normalisation), deep (8–12 layers) and wide (256–1024) MLPs, DAGs that reuse
 a module, activation-free models, CNNs (any stride, padding, dilation, groups; average and max pooling),
 nets of the vision zoos' ops (max / adaptive pooling, cat of branches, channel shuffle, pads, upsampling,
-pixel shuffle, slices, transposed convolutions, channels-last linear layers), and
+pixel shuffle, slices, transposed convolutions, channels-last linear layers, squeeze-excite gates and
+attention-like products of perturbed tensors), and
 float32 networks whose intervals overflow. Layers get extreme weight scales (×100, ×1e-3, zero) and dead
 ReLUs; batch norm may train (bounds then use the clean batch's statistics). Perturbations: L∞ and L2
 balls, clip domains that cut them (numbers or per-element tensors), per-example radii with zeros, boxes
@@ -291,10 +292,25 @@ class Shuffle(nn.Module):
         return torch.cat([left, self.body(right)], dim=1)
 
 
+class Gate(nn.Module):
+    """Squeeze-excite: the input scaled by a gate computed from its global average (two perturbed tensors
+    multiplied), or attention-like mixing of positions ``(x xᵀ) x`` scaled down."""
+
+    def __init__(self, channels: int, gate: nn.Module, attention: bool) -> None:
+        super().__init__()
+        self.fc, self.gate, self.attention = nn.Conv2d(channels, channels, 1), gate, attention
+
+    def forward(self, x):
+        if self.attention:
+            tokens = x.flatten(2)
+            return (tokens @ tokens.transpose(1, 2) @ tokens / tokens.shape[-1]).view_as(x)
+        return x * self.gate(self.fc(x.mean((2, 3), keepdim=True)))
+
+
 def _vision_block(c: Choices, ch: int, h: int, w: int, every) -> tuple[nn.Module, int, int, int]:
     """One random block of the mainstream zoos' structural ops; returns it and the new (channels, h, w)."""
     kind = c.choice(["maxpool", "adaptive", "branches", "shuffle", "pad", "resample", "pixel", "slice", "permute",
-                     "transpose", "flip"])
+                     "transpose", "flip", "gate"])
     act = _activation(c, c.choice(["relu", "any", "relu"]) if every is not ACTIVATIONS else "relu", ch)
     if kind == "maxpool" and h >= 2 and w >= 2:
         k, stride = c.integer(2, 3), c.integer(1, 2)
@@ -332,6 +348,8 @@ def _vision_block(c: Choices, ch: int, h: int, w: int, every) -> tuple[nn.Module
     elif kind == "transpose":
         pool = nn.Sequential(nn.ConvTranspose2d(ch, c.integer(1, 3), c.integer(2, 3), stride=c.integer(1, 2),
                                                 padding=c.integer(0, 1)), act)
+    elif kind == "gate":
+        pool = Gate(ch, c.choice([nn.Sigmoid(), nn.Hardsigmoid(), nn.Tanh()]), attention=c.boolean())
     elif kind == "flip":
         pool = Lambda(lambda t: torch.roll(t.flip(-1), 1, dims=2))
     else:  # ConvNeXt-style: channels last, a linear layer, back

@@ -3,6 +3,7 @@ line-fitting machine of ``elementwise.py``."""
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 import torch.nn.functional as F
@@ -557,4 +558,75 @@ class Reciprocal(Elementwise):
         if bool(((lower <= 0) & (upper >= 0)).any()):
             return ("its input's bounds reach 0, where 1/z has no bound: bound a smaller set, or keep the input "
                     "away from 0")
+        return None
+
+
+_POW = (torch.square, method("square"), aten.square.default, torch.pow, operator.pow, method("pow"),
+        aten.pow.Tensor_Scalar, torch.rsqrt, method("rsqrt"), aten.rsqrt.default)
+
+
+@rule("pow", spellings=_POW)
+class Pow(Elementwise):
+    """``z^p`` for a constant exponent ``p`` (``square`` is ``p = 2``, ``rsqrt`` ``p = −1/2``):
+    - an even integer: convex; an odd integer ≥ 3: concave below 0, convex above (both on the whole line);
+    - any other ``p``: on ``z ≥ 0`` (``z > 0`` for ``p < 0``): convex for ``p > 1`` or ``p < 0``, concave for
+      ``0 < p < 1``; inputs whose bounds leave that domain are refused.
+    ``σ' = p z^{p−1} = k`` at ``z = (k/p)^{1/(p−1)}`` (the sign by the piece for odd ``p``)."""
+
+    parameters = (("exponent", 2.0),)
+
+    def canonicalize(self, call):
+        if call.spelling in (torch.square, method("square"), aten.square.default):
+            return (call.arg(0, "input"),), dict(exponent=2.0)
+        if call.spelling in (torch.rsqrt, method("rsqrt"), aten.rsqrt.default):
+            return (call.arg(0, "input"),), dict(exponent=-0.5)
+        exponent = call.arg(1, "exponent")
+        if not isinstance(exponent, (int, float)) or isinstance(exponent, bool):
+            raise call.fail("a power with a tensor exponent, or of a constant base, is not supported; only z ** p "
+                            "with a constant number p")
+        return (call.arg(0, "input"),), dict(exponent=float(exponent))
+
+    @staticmethod
+    def _integer(p: float) -> bool:
+        return p == int(p) and p >= 1
+
+    def lipschitz_of(self, exponent=2.0):
+        return 1.0 if exponent == 1 else None
+
+    def function(self, z, exponent=2.0):
+        return z ** exponent if not self._integer(exponent) else z ** int(exponent)
+
+    def derivative(self, z, exponent=2.0):
+        if exponent == 1:
+            return torch.ones_like(z)
+        if self._integer(exponent):
+            return exponent * z ** int(exponent - 1)
+        return exponent * z ** (exponent - 1)
+
+    def pieces(self, exponent=2.0):
+        if exponent == 1:
+            return (), (0,)
+        if self._integer(exponent):
+            return ((), (1,)) if int(exponent) % 2 == 0 else ((0.0,), (-1, 1))
+        return (), (-1 if 0 < exponent < 1 else 1,)
+
+    def stationary(self, k, a, b, curvature, exponent=2.0):
+        if exponent == 1:
+            return None
+        if self._integer(exponent):
+            root = (k.abs() / exponent) ** (1 / (exponent - 1))
+            if int(exponent) % 2 == 0:
+                return torch.sign(k) * root
+            return root if curvature > 0 else -root
+        return (k / exponent).clamp(min=0) ** (1 / (exponent - 1))
+
+    def domain_error(self, lower, upper, exponent=2.0):
+        if self._integer(exponent):
+            return None
+        if exponent < 0 and bool((lower <= 0).any()):
+            return (f"its input's lower bound reaches {float(lower.detach().min()):.3g} ≤ 0, outside z ** {exponent}'s "
+                    "domain (0, ∞): bound a smaller set, or keep the input positive (e.g. var + eps)")
+        if exponent > 0 and bool((lower < 0).any()):
+            return (f"its input's lower bound reaches {float(lower.detach().min()):.3g} < 0, outside z ** {exponent}'s "
+                    "domain [0, ∞)")
         return None

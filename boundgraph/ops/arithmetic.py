@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..ir import Interval
+from ..ir import Interval, Node, Ref
 from .base import Rule, constant_times_A, method, rule, unbroadcast
 
 aten = torch.ops.aten
@@ -80,7 +80,7 @@ class Mul(Rule):
     """``z = x · c`` with ``c`` constant (either operand may be the perturbed one; ``−x`` is ``x·(−1)``).
 
     IBP: ``[c⁺l + c⁻u, c⁺u + c⁻l]``. CROWN: ``A ← A·c`` (summed over broadcast dimensions).
-    The product of two perturbed tensors is not linear and has no rule here.
+    The product of two perturbed tensors is not linear: it becomes the bilinear rule's (``expand``).
     """
 
     perturbable = (0, 1)
@@ -90,9 +90,14 @@ class Mul(Rule):
             return (call.arg(0, "input"), -1.0), {}
         return (call.arg(0, "input"), call.arg(1, "other")), {}
 
-    def check(self, perturbed):
-        if all(perturbed):
-            return "the product of two perturbed tensors is not supported (only scaling by a constant)"
+    def expand(self, node, perturbed, fresh):
+        """Both operands perturbed: the bilinear rule's product (``boundgraph/ops/bilinear.py``)."""
+        if len(perturbed) == 2 and all(perturbed):
+            a, b = node.operands
+            if a == b and node.attrs["shapes"][0] == node.shape:  # x * x: the convex square, tighter than planes
+                return [Node(node.name, "pow", (a,), dict(exponent=2.0), node.source, node.shape, True, node.module)]
+            return [Node(node.name, "product", node.operands, dict(shapes=node.attrs["shapes"]), node.source,
+                         node.shape, True, node.module)]
         return None
 
     def specialize(self, attrs, operand_shapes, out_shape):
@@ -121,7 +126,7 @@ class Mul(Rule):
 @rule("div", spellings=(operator.truediv, operator.itruediv, torch.div, torch.true_divide, method("div"),
                         method("div_"), aten.div.Tensor))
 class Div(Mul):
-    """``z = x / c`` with ``c`` constant: the scaling rule with factor ``1/c``."""
+    """``z = x / c`` with ``c`` constant: the scaling rule with factor ``1/c``; a perturbed divisor is expanded."""
 
     perturbable = (0,)
 
@@ -130,8 +135,18 @@ class Div(Mul):
             raise call.fail("division with a rounding mode is not linear")
         return (call.arg(0, "input"), call.arg(1, "other")), {}
 
-    def check(self, perturbed):
-        return "division by a perturbed tensor is not supported" if perturbed[1] else None
+    def expand(self, node, perturbed, fresh):
+        """A perturbed divisor: ``x / y = x · (1/y)``, the reciprocal on the line-fitting machine (refused where
+        ``y``'s bounds reach 0), then a scaling (``x`` constant) or the bilinear product."""
+        if not perturbed[1]:
+            return None
+        a, b = node.operands
+        a_shape, b_shape = node.attrs["shapes"]
+        inverse = Node(fresh(f"{node.name}_reciprocal"), "reciprocal", (b,), {}, node.source, b_shape, True,
+                       node.module)
+        op = "product" if perturbed[0] else "mul"
+        return [inverse, Node(node.name, op, (a, Ref(inverse.name)), dict(shapes=(a_shape, b_shape)), node.source,
+                              node.shape, True, node.module)]
 
     def forward(self, a, b, shapes=None) -> Tensor:
         return a / b

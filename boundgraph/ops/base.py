@@ -112,6 +112,12 @@ class Rule:
             return f"operand(s) {bad} depend on the perturbed input; only {list(self.perturbable)} may"
         return None
 
+    def expand(self, node: Any, perturbed: tuple[bool, ...], fresh: Callable[[str], str]) -> Optional[list]:
+        """The nodes that compute ``node`` another way when these of its operands are perturbed (a product of
+        two perturbed tensors becomes the bilinear rule's), the last one named as ``node``; None keeps it.
+        ``fresh(base)`` gives an unused node name."""
+        return None
+
     def forward(self, *operands: Any, **attrs: Any) -> Tensor:
         raise NotImplementedError
 
@@ -184,6 +190,11 @@ class Nonlinear(Rule):
     """
 
     lipschitz: Optional[float] = None
+    inputs = 1  # how many leading operands are relaxed (perturbed, their bounds given to ``lines``); 2: products
+
+    def relaxed(self, operands: tuple) -> tuple:
+        """The operands whose bounds the lines take (the rest are constants)."""
+        return operands[:self.inputs]
 
     def lipschitz_of(self, **attrs: Any) -> Optional[float]:
         """The largest |σ'| for these attributes (GloRo); None when σ has none."""

@@ -1,12 +1,15 @@
-"""Affine maps with a constant weight: ``linear`` and the fused output specification."""
+"""Affine maps with a constant weight: ``linear``, ``matmul`` by a constant, and the fused output specification."""
 from __future__ import annotations
+
+import operator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ir import Interval, LinearBounds, PerExample
-from .base import Rule, rule, spec_sum
+from ..ir import Interval, LinearBounds, Node, PerExample, Ref
+from .base import Rule, method, rule, spec_sum
+from .structure import Structural
 
 aten = torch.ops.aten
 
@@ -77,3 +80,74 @@ class SpecBias(Rule):
 
     def forward(self, C: Tensor, bias: Tensor) -> Tensor:
         return torch.matmul(C, bias)
+
+
+_MATMUL = (torch.matmul, operator.matmul, method("matmul"), torch.bmm, method("bmm"), torch.mm, method("mm"),
+           aten.matmul.default, aten.bmm.default, aten.mm.default)
+
+
+@rule("matmul", spellings=_MATMUL)
+class MatMul(Structural):
+    """``z = x @ W`` or ``W @ x`` with ``W`` constant (a weight, a fixed projection; ``mm``/``bmm`` too), with
+    torch's broadcasting of the leading dimensions and 1-d operands.
+
+    IBP: ``c @ W ± r @ |W|`` (``W @ c ± |W| @ r``). CROWN: the map's transpose, ``A ← A Wᵀ`` (``Wᵀ A``), from
+    autograd, summed over broadcast dimensions. The product of two perturbed operands is the bilinear rule's
+    (``boundgraph/ops/bilinear.py``)."""
+
+    def canonicalize(self, call):
+        return (call.arg(0, "input"), call.arg(1, "other" if call.spelling is not torch.bmm else "mat2")), {}
+
+    def check(self, perturbed):
+        return "the product of two perturbed matrices needs both batched alike (same rank, at least 3)" \
+            if all(perturbed) else None
+
+    def expand(self, node, perturbed, fresh):
+        """Both perturbed: ``x @ y = Σ_k x[..., :, k, None] · y[..., None, k, :]``, the bilinear product of two
+        broadcast views summed over the inner dimension."""
+        if not all(perturbed):
+            return None
+        a_shape, b_shape = node.attrs["in_shapes"]
+        if len(a_shape) != len(b_shape) or len(a_shape) < 2:
+            return None  # refused by ``check``
+        (a, b), batch = node.operands, node.shape[0]
+        column = a_shape + (1,)
+        row = b_shape[:-2] + (1,) + b_shape[-2:]
+        grid = tuple(torch.broadcast_shapes(column, row))
+        left = Node(fresh(f"{node.name}_left"), "reshape", (a,), dict(shape=column, in_shape=a_shape), node.source,
+                    (batch,) + column, True, node.module)
+        right = Node(fresh(f"{node.name}_right"), "reshape", (b,), dict(shape=row, in_shape=b_shape), node.source,
+                     (batch,) + row, True, node.module)
+        product = Node(fresh(f"{node.name}_terms"), "product", (Ref(left.name), Ref(right.name)),
+                       dict(shapes=((batch,) + column, (batch,) + row)), node.source, (batch,) + grid, True, node.module)
+        total = Node(node.name, "sum", (Ref(product.name),), dict(dims=(len(grid) - 1,), keepdim=False, mean=False,
+                                                                 in_shapes=(grid,)), node.source, node.shape, True,
+                     node.module)
+        return [left, right, product, total]
+
+    def _is_data(self, i: int) -> bool:
+        return False  # no operand adds to the output: the constant one is the map's matrix
+
+    def apply(self, a, b):
+        return torch.matmul(a, b)
+
+    def interval(self, a, b, in_shapes=None):
+        if isinstance(a, Interval):
+            centre, radius = a.centre_radius()
+            return _centred(torch.matmul(centre, b), torch.matmul(radius, b.abs()))
+        centre, radius = b.centre_radius()
+        return _centred(torch.matmul(a, centre), torch.matmul(a.abs(), radius))
+
+    def transpose(self, A, operands, in_shapes, attrs):
+        """A constant operand with one matrix per example (rank of the perturbed one, batch first) is repeated
+        for every spec row, as the rows are folded into the batch."""
+        batch, specs = A.shape[:2]
+        moving = next(i for i, o in enumerate(operands) if o is None)
+        rank = len(in_shapes[moving]) + 1
+        operands = tuple(o.repeat_interleave(specs, 0) if isinstance(o, Tensor) and o.dim() == rank
+                         and o.shape[0] == batch and batch > 1 else o for o in operands)
+        return super().transpose(A, operands, in_shapes, attrs)
+
+
+def _centred(mid: Tensor, rad: Tensor) -> Interval:
+    return Interval(mid - rad, mid + rad)

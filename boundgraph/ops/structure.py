@@ -59,6 +59,18 @@ class Structural(Rule):
         return False
 
     def backward(self, A: Tensor, *operands: Any, in_shapes=None, **attrs: Any):
+        As = self.transpose(A, operands, in_shapes, attrs)
+        bias: Any = 0
+        if self.offset(**attrs) or any(isinstance(o, Tensor) and self._is_data(i) for i, o in enumerate(operands)):
+            constant = list(operands)
+            for i, o in enumerate(operands):
+                if o is None:
+                    constant[i] = torch.zeros(A.shape[0], *in_shapes[i], dtype=A.dtype, device=A.device)
+            bias = spec_dot(A, self.apply(*constant, **attrs))
+        return tuple(As), bias
+
+    def transpose(self, A: Tensor, operands: tuple, in_shapes, attrs: dict) -> list:
+        """``Lᵀ A`` for each perturbed (None) operand, by autograd through ``apply`` (None for the others)."""
         batch, specs = A.shape[:2]
         moving = [i for i, o in enumerate(operands) if o is None]
         flat = A.reshape(batch * specs, *A.shape[2:])
@@ -76,13 +88,7 @@ class Structural(Rule):
         As: list = [None] * len(operands)
         for i, g in zip(moving, grads):
             As[i] = g.reshape(batch, specs, *g.shape[1:])
-        bias: Any = 0
-        if self.offset(**attrs) or any(isinstance(o, Tensor) and self._is_data(i) for i, o in enumerate(operands)):
-            constant = list(operands)
-            for i in moving:
-                constant[i] = torch.zeros(batch, *in_shapes[i], dtype=A.dtype, device=A.device)
-            bias = spec_dot(A, self.apply(*constant, **attrs))
-        return tuple(As), bias
+        return As
 
 
 def _batch_kept(call, dims) -> None:

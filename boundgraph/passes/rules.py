@@ -8,6 +8,28 @@ from ..ir import SOURCE_KINDS, BoundGraph, Ref
 from ..ops import RULES, Rule
 
 
+def expand_perturbed(graph: BoundGraph) -> BoundGraph:
+    """Rewrite each node whose rule computes it another way for the operands this program perturbs
+    (``Rule.expand``: ``x * y``, ``x / y``, ``x @ y`` of two perturbed tensors become the bilinear rule's)."""
+    out = BoundGraph(output=graph.output)
+    taken = set(graph.nodes)
+
+    def fresh(base: str) -> str:
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        return name
+
+    for node in graph.copy():
+        rule = RULES.get(node.op)
+        flags = tuple(isinstance(o, Ref) and graph[o.name].perturbed for o in node.operands)
+        replacement = rule.expand(node, flags, fresh) if rule is not None and node.perturbed else None
+        for new in replacement or [node]:
+            out.nodes[new.name] = new
+    return out
+
+
 def attach_rules(graph: BoundGraph) -> dict[str, Rule]:
     rules: dict[str, Rule] = {}
     failures: list[UnsupportedOpError] = []

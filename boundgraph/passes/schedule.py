@@ -48,10 +48,11 @@ def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str, with_ibp: b
     topo = list(graph.nodes)
     live = graph.ancestors(graph.output)
     nonlinear = [n for n in topo if n in live and graph[n].perturbed and isinstance(rules.get(n), Nonlinear)]
-    pre_activations = {graph[n].operands[0].name for n in nonlinear}
+    pre_activations = {o.name for n in nonlinear for o in _relaxed(graph, rules, n)}
 
     if method in ("lbp", "crown-lbp"):
-        return _linear_schedule(graph, method, topo, live, nonlinear, pre_activations, sweep_from(graph, topo, nonlinear))
+        return _linear_schedule(graph, method, topo, live, nonlinear, pre_activations,
+                                sweep_from(graph, rules, topo, nonlinear))
     if method in ("ibp", "singleprop") or with_ibp:
         need_interval = {n for n in live if graph[n].perturbed}
     else:
@@ -59,7 +60,7 @@ def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str, with_ibp: b
         for p in pre_activations:
             need_interval |= {a for a in graph.ancestors(p) if graph[a].perturbed}
 
-    sweep = sweep_from(graph, topo, nonlinear)
+    sweep = sweep_from(graph, rules, topo, nonlinear)
     steps: list[Step] = []
     for name in topo:
         node = graph[name]
@@ -79,11 +80,16 @@ def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str, with_ibp: b
     return Schedule(method, graph.output, steps, with_ibp and method not in FORWARD_ONLY)
 
 
-def sweep_from(graph: BoundGraph, topo: list[str], nonlinear: list[str]):
+def _relaxed(graph: BoundGraph, rules: dict[str, Rule], name: str) -> list:
+    """The operands of a nonlinear node whose bounds its lines need."""
+    return [o for o in rules[name].relaxed(graph[name].operands)]
+
+
+def sweep_from(graph: BoundGraph, rules: dict[str, Rule], topo: list[str], nonlinear: list[str]):
     def sweep(target: str) -> Step:
         cone = graph.ancestors(target)
         order = [n for n in reversed(topo) if n in cone and graph[n].perturbed]
-        consumers = [n for n in nonlinear if graph[n].operands[0].name == target]
+        consumers = [n for n in nonlinear if target in {o.name for o in _relaxed(graph, rules, n)}]
         return Step("sweep", target, order, consumers)
     return sweep
 

@@ -326,3 +326,36 @@ def test_an_activation_registered_from_user_code_is_bounded_by_every_method(monk
     assert [n.op for n in bm.graph].count("softsign") == 2
     for method in METHODS + ("alpha-crown",):
         assert_sound(bm, x, LinfBall(0.5), method, n=8)
+
+
+@pytest.mark.parametrize("exponent", [2, 3, 4, 5, 0.5, 1.5, 2.5, -0.5, -1.0, -2.0])
+def test_powers_enclose_z_to_the_p_inside_their_domain(exponent):
+    """``z ** p``: integer exponents on the whole line (odd ones change curvature at 0), the others on
+    ``z ≥ 0`` (``z > 0`` below 0), convex or concave by ``p``; every spelling (``**``, ``pow``, ``square``,
+    ``rsqrt``) is the one rule."""
+    rule = RULES["pow"]
+    lower, upper = random_intervals("pow", seed=int(10 * abs(exponent)))
+    if exponent != int(exponent) or exponent < 0:
+        lower, upper = lower.abs() + 1e-2, lower.abs() + 1e-2 + (upper - lower)
+    lines = rule.lines(lower, upper, "adaptive", exponent=float(exponent))
+    interval = rule.interval(Interval(lower, upper), exponent=float(exponent))
+    for t in torch.linspace(0, 1, 201, dtype=DTYPE):
+        z = lower + t * (upper - lower)
+        value = rule.forward(z, exponent=float(exponent))
+        slack = 1e-9 * (1 + value.abs() + (lines.upper_slope * z).abs() + (lines.lower_slope * z).abs())
+        assert (lines.lower_slope * z + lines.lower_bias <= value + slack).all()
+        assert (lines.upper_slope * z + lines.upper_bias >= value - slack).all()
+        assert (interval.lower <= value + slack).all() and (interval.upper >= value - slack).all()
+
+
+def test_every_spelling_of_a_power_is_one_rule_and_domains_are_refused():
+    model = Chain([nn.Linear(3, 3), lambda t: t ** 2 + torch.pow(t, 3) + t.square(), lambda t: torch.rsqrt(t * t + 1.0),
+                   nn.Linear(3, 2)]).to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    bm = BoundedModule(model, x)
+    assert [n.op for n in bm.graph].count("pow") == 4
+    for method in METHODS:
+        assert_sound(bm, x, LinfBall(0.3), method, n=6)
+    root = BoundedModule(Chain([nn.Linear(3, 3), lambda t: t ** 0.5]).to(DTYPE), x.abs() + 5)
+    with pytest.raises(ValueError, match=r"z \*\* 0.5's domain"):
+        root.bounds(x, LinfBall(100.0), "ibp")

@@ -62,7 +62,20 @@ def test_add_and_mul_backward_are_transposes():
     assert_adjoint(RULES["div"], x, (y + 3,), dict(shapes=((2, 3, 4), (1, 4))))
 
 
-def test_product_of_two_perturbed_tensors_is_refused_at_compile_time():
-    model = Chain([lambda t: t * t]).to(DTYPE)
-    with pytest.raises(UnsupportedOpError, match="mul.*product of two perturbed"):
-        BoundedModule(model, torch.randn(1, 3, dtype=DTYPE))
+def test_a_product_of_two_perturbed_tensors_becomes_the_bilinear_rule_only_where_both_are_perturbed():
+    model = Chain([lambda t: t[:, 0] * t[:, 1]]).to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    bm = BoundedModule(model, x)
+    assert [n.op for n in bm.graph].count("mul") == 1  # the model's op, as traced
+    assert "product" in {n.op for n in bm.program("crown").graph}
+
+
+    class Scaled(nn.Module):
+        def forward(self, x, y):
+            return x * y
+
+    both = BoundedModule(Scaled(), (x, x + 1))
+    assert "product" in {n.op for n in both.program("crown").graph}
+    assert "product" not in {n.op for n in both.program("crown", perturbed=[0]).graph}  # y constant: linear
+    lower, upper = both.bounds((x, x + 1), (LinfBall(0.1), None), "crown")
+    assert ((lower <= x * (x + 1) + 1e-12) & (upper >= x * (x + 1) - 1e-12)).all()

@@ -69,7 +69,7 @@ def test_a_linear_call_alone_is_bounded_exactly(case):
     assert (ibp.lower <= low + 1e-9).all() and (ibp.upper >= high - 1e-9).all()
 
 
-NONLINEAR = [c for c in CASES if not c.linear]
+NONLINEAR = [c for c in CASES if not c.linear and c.monotone]
 
 
 @pytest.mark.parametrize("case", NONLINEAR, ids=[repr(c) for c in NONLINEAR])
