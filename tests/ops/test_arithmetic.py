@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 from hypothesis import given, strategies as st
 
-from boundgraph import BoundedModule, LinfBall, UnsupportedOpError
+from boundgraph import BoundedModule, LinfBall
 from boundgraph.ops import RULES
 from tests.helpers import DTYPE, Chain, Residual, assert_adjoint, assert_sound_all_methods, perturbations
 
