@@ -5,6 +5,7 @@ retried with ``torch.export``, which specialises such control flow to the exampl
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import re
@@ -93,12 +94,40 @@ def _defaults(model: nn.Module, given: int) -> dict[str, Any]:
     return defaults
 
 
+_FACTORIES = ("zeros", "ones", "full", "empty", "arange", "eye", "rand", "randn", "tril_indices", "triu_indices")
+
+
+@contextlib.contextmanager
+def _traceable_factories():
+    """``torch.ones(x.size(1), n)``: fx cannot trace a factory whose sizes are Proxies (they are plain ints to
+    the C function), so while tracing each factory records a call when one of its arguments is a Proxy."""
+    originals = {name: getattr(torch, name) for name in _FACTORIES}
+
+    def wrap(fn):
+        def factory(*args, **kwargs):
+            found: list = []
+            fx.node.map_aggregate((args, kwargs), lambda a: found.append(a) if isinstance(a, fx.Proxy) else None)
+            if found:
+                return found[0].tracer.create_proxy("call_function", fn, args, kwargs)
+            return fn(*args, **kwargs)
+        return factory
+
+    try:
+        for name, fn in originals.items():
+            setattr(torch, name, wrap(fn))
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(torch, name, fn)
+
+
 def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
     tracer = _Tracer()
     before = set(model.__dict__)
     defaults = _defaults(model, len(inputs))
     try:
-        graph = tracer.trace(model, concrete_args=defaults or None)
+        with _traceable_factories():
+            graph = tracer.trace(model, concrete_args=defaults or None)
         gm = fx.GraphModule(model, graph)
     finally:  # fx stores the constants it meets as attributes of the model; they live on in gm only
         for name in set(model.__dict__) - before:

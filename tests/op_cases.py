@@ -22,6 +22,7 @@ class OpCase:
     linear: bool = True  # a linear map: CROWN is exact on it alone
     monotone: bool = True  # non-negative weights: IBP is exact on it alone too
     becomes: str = ""  # the op in the compiled graph, where the rule canonicalises into another ("split": index)
+    domain: bool = False  # its pieces have a domain (1/Σ exp, rsqrt of a variance) that LBP's bounds may leave
 
     def __repr__(self) -> str:
         return f"{self.rule}:{self.name}"
@@ -34,6 +35,23 @@ def _m(module: nn.Module) -> Callable:
 def _split_sizes(t):
     a, b, c = t.split([1, 3, 2], dim=-1)
     return torch.cat([c, 2 * a, b], -1)
+
+
+class _Attend(nn.Module):
+    """``nn.MultiheadAttention`` as a call: its output, or its weights under an attention and a padding mask."""
+
+    def __init__(self, weights: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.attention, self.weights = nn.MultiheadAttention(6, 2, batch_first=True), weights
+
+    def forward(self, t):
+        if not self.weights:
+            return self.attention(t, t, t, need_weights=False)[0]
+        keys = t[:, :4]
+        mask = torch.tensor([[False, True, False, False]] * 5)
+        padding = torch.zeros(t.shape[0], 4, dtype=torch.bool) | (torch.arange(4) == 2)
+        return self.attention(t, keys, keys, attn_mask=mask, key_padding_mask=padding)[1]
 
 
 IMAGE = (3, 7, 6)
@@ -172,11 +190,43 @@ CASES = [
     OpCase("product", "squeeze-excite gate", lambda t: t * torch.sigmoid(t.mean((2, 3), keepdim=True)), IMAGE,
            linear=False, monotone=False, becomes="mul"),
     OpCase("product", "x / y", lambda t: t / (2 + torch.sigmoid(t.flip(1))), SEQ, linear=False, monotone=False,
-           becomes="div"),
-    OpCase("product", "constant / y", lambda t: 3.0 / (t * t + 1), SEQ, linear=False, monotone=False, becomes="div"),
+           becomes="div", domain=True),
+    OpCase("product", "constant / y", lambda t: 3.0 / (t * t + 1), SEQ, linear=False, monotone=False, becomes="div", domain=True),
     OpCase("product", "x @ yT", lambda t: t @ t.transpose(1, 2), SEQ, linear=False, monotone=False, becomes="matmul"),
     OpCase("product", "scores times values", lambda t: (t[..., :3] @ t[..., 3:].transpose(-1, -2)) @ t, IMAGE,
            linear=False, monotone=False, becomes="matmul"),
+    OpCase("softmax", "softmax", lambda t: torch.softmax(t, -1), SEQ, linear=False, monotone=False, domain=True),
+    OpCase("softmax", "Softmax dim 1", _m(nn.Softmax(dim=1)), IMAGE, linear=False, monotone=False, domain=True),
+    OpCase("softmax", "log_softmax", lambda t: F.log_softmax(t, dim=1), SEQ, linear=False, monotone=False, domain=True),
+    OpCase("softmax", "logsumexp", lambda t: torch.logsumexp(t, 2), SEQ, linear=False, monotone=False, domain=True),
+    OpCase("softmax_product", "softmax's product", lambda t: t.softmax(dim=2), SEQ, linear=False, monotone=False,
+           becomes="softmax", domain=True),
+    # ---- attention.py
+    OpCase("sdpa", "scaled_dot_product_attention", lambda t: F.scaled_dot_product_attention(t, t, t), IMAGE,
+           linear=False, monotone=False, domain=True),
+    OpCase("sdpa", "causal", lambda t: F.scaled_dot_product_attention(t[:, :, :4], t[:, :, 1:5], t[:, :, 2:6],
+                                                                       is_causal=True), IMAGE, linear=False,
+           monotone=False, domain=True),
+    OpCase("sdpa", "boolean mask", lambda t: F.scaled_dot_product_attention(
+        t, t, t, attn_mask=torch.arange(49).reshape(7, 7) % 3 != 1), IMAGE, linear=False,
+           monotone=False, domain=True),
+    OpCase("mha", "MultiheadAttention", _Attend(weights=False), (5, 6), linear=False, monotone=False, domain=True),
+    OpCase("mha", "weights and masks", _Attend(weights=True), (5, 6), linear=False, monotone=False, domain=True),
+    OpCase("masked_fill", "masked_fill -inf", lambda t: torch.softmax(t.masked_fill(
+        torch.tensor([True, False, False, True, False, False, False, False, True]), float("-inf")), -1), SEQ,
+           linear=False, monotone=False, domain=True),
+    OpCase("masked_fill", "masked_fill value", lambda t: t.masked_fill(torch.arange(9) % 3 == 0, -2.5), SEQ),
+    # ---- norm.py: per-example norms
+    OpCase("layer_norm", "LayerNorm", _m(nn.LayerNorm(9)), SEQ, linear=False, monotone=False, domain=True),
+    OpCase("layer_norm", "layer_norm 2 dims", lambda t: F.layer_norm(t, (4, 9)), SEQ, linear=False, monotone=False, domain=True),
+    OpCase("group_norm", "GroupNorm", _m(nn.GroupNorm(2, 4)), (4, 3, 3), linear=False, monotone=False, domain=True),
+    OpCase("group_norm", "InstanceNorm2d", _m(nn.InstanceNorm2d(3, affine=True)), IMAGE, linear=False,
+           monotone=False, domain=True),
+    OpCase("batch_norm", "InstanceNorm1d running stats", _m(nn.InstanceNorm1d(4, track_running_stats=True).eval()),
+           SEQ, monotone=False),
+    OpCase("var", "var", lambda t: t.var(2), SEQ, linear=False, monotone=False, domain=True),
+    OpCase("var", "std keepdim biased", lambda t: torch.std(t, dim=(2, 3), unbiased=False, keepdim=True), IMAGE,
+           linear=False, monotone=False, domain=True),
     # ---- activation.py: clamps by constant tensors (the line-fitting machine's are tested by the registry of
     # Elementwise rules in tests/ops/test_activation.py)
     OpCase("clamp_by", "maximum", lambda t: torch.maximum(t, torch.linspace(-1, 1, 9)), SEQ, linear=False),

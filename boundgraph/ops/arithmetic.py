@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..ir import Interval, Node, Ref
+from ..ir import Interval
 from .base import Rule, constant_times_A, method, rule, unbroadcast
 
 aten = torch.ops.aten
@@ -90,15 +90,15 @@ class Mul(Rule):
             return (call.arg(0, "input"), -1.0), {}
         return (call.arg(0, "input"), call.arg(1, "other")), {}
 
-    def expand(self, node, perturbed, fresh):
-        """Both operands perturbed: the bilinear rule's product (``boundgraph/ops/bilinear.py``)."""
-        if len(perturbed) == 2 and all(perturbed):
-            a, b = node.operands
-            if a == b and node.attrs["shapes"][0] == node.shape:  # x * x: the convex square, tighter than planes
-                return [Node(node.name, "pow", (a,), dict(exponent=2.0), node.source, node.shape, True, node.module)]
-            return [Node(node.name, "product", node.operands, dict(shapes=node.attrs["shapes"]), node.source,
-                         node.shape, True, node.module)]
-        return None
+    def expand(self, node, perturbed, build):
+        """Both operands perturbed: the bilinear rule's product (``boundgraph/ops/bilinear.py``); ``x * x`` the
+        convex square, tighter than the planes."""
+        if len(perturbed) != 2 or not all(perturbed):
+            return None
+        a, b = node.operands
+        if a == b:
+            return build.finish("pow", (a,), dict(exponent=2.0))
+        return build.finish("product", (a, b))
 
     def specialize(self, attrs, operand_shapes, out_shape):
         return dict(shapes=tuple(operand_shapes))
@@ -135,18 +135,14 @@ class Div(Mul):
             raise call.fail("division with a rounding mode is not linear")
         return (call.arg(0, "input"), call.arg(1, "other")), {}
 
-    def expand(self, node, perturbed, fresh):
+    def expand(self, node, perturbed, build):
         """A perturbed divisor: ``x / y = x · (1/y)``, the reciprocal on the line-fitting machine (refused where
         ``y``'s bounds reach 0), then a scaling (``x`` constant) or the bilinear product."""
         if not perturbed[1]:
             return None
         a, b = node.operands
-        a_shape, b_shape = node.attrs["shapes"]
-        inverse = Node(fresh(f"{node.name}_reciprocal"), "reciprocal", (b,), {}, node.source, b_shape, True,
-                       node.module)
-        op = "product" if perturbed[0] else "mul"
-        return [inverse, Node(node.name, op, (a, Ref(inverse.name)), dict(shapes=(a_shape, b_shape)), node.source,
-                              node.shape, True, node.module)]
+        inverse = build.add("reciprocal", (b,))
+        return build.finish("product" if perturbed[0] else "mul", (a, inverse))
 
     def forward(self, a, b, shapes=None) -> Tensor:
         return a / b

@@ -55,6 +55,7 @@ class Call:
     operand_shape: Callable[[Any], Optional[tuple[int, ...]]]
     module_param: Callable[[str], Optional[Ref]]
     out_dtype: Optional[torch.dtype] = None
+    out_device: Optional[torch.device] = None
     operand_dtype: Callable[[Any], Optional[torch.dtype]] = lambda operand: None
 
     def arg(self, index: int, name: str, default: Any = _REQUIRED) -> Any:
@@ -112,10 +113,10 @@ class Rule:
             return f"operand(s) {bad} depend on the perturbed input; only {list(self.perturbable)} may"
         return None
 
-    def expand(self, node: Any, perturbed: tuple[bool, ...], fresh: Callable[[str], str]) -> Optional[list]:
+    def expand(self, node: Any, perturbed: tuple[bool, ...], build: "Expansion") -> Optional[list]:
         """The nodes that compute ``node`` another way when these of its operands are perturbed (a product of
-        two perturbed tensors becomes the bilinear rule's), the last one named as ``node``; None keeps it.
-        ``fresh(base)`` gives an unused node name."""
+        two perturbed tensors becomes the bilinear rule's, a layer norm its pieces), made with ``build``;
+        None keeps the node."""
         return None
 
     def forward(self, *operands: Any, **attrs: Any) -> Tensor:
@@ -166,6 +167,51 @@ class Rule:
             return t.reshape(rows, n, *t.shape[1:]) - offset
 
         return LinearBounds(unfold(coef.lower), bias.lower, unfold(coef.upper), bias.upper)
+
+
+class Expansion:
+    """Builds the nodes a rule's ``expand`` returns: ``add`` one (perturbed, from the node's source and module;
+    its shape found by running its rule on zeros, its attributes specialised), ``finish`` with the node's own
+    name; ``shape(operand)`` is an operand's shape (batch first), None for a literal."""
+
+    def __init__(self, node: Any, shape_of: Callable[[Ref], Optional[tuple]], fresh: Callable[[str], str],
+                 perturbed_of: Callable[[Ref], bool] = lambda ref: False) -> None:
+        self.node, self.shape_of, self.fresh, self.perturbed_of = node, shape_of, fresh, perturbed_of
+        self.nodes: list = []
+        self.shapes: dict[str, tuple] = {}
+        self.perturbed: dict[str, bool] = {}
+
+    def is_perturbed(self, ref: Ref) -> bool:
+        return self.perturbed[ref.name] if ref.name in self.perturbed else self.perturbed_of(ref)
+
+    def shape(self, operand: Any) -> Optional[tuple]:
+        if not isinstance(operand, Ref):
+            return None
+        return self.shapes[operand.name] if operand.name in self.shapes else self.shape_of(operand)
+
+    def add(self, op: str, operands: tuple, attrs: Optional[dict] = None, suffix: str = "", name: str = "",
+            perturbed: bool = True) -> Ref:
+        from ..ir import Node
+        shapes = [self.shape(o) for o in operands]
+        with torch.no_grad():
+            dummies = [torch.zeros(s, dtype=torch.float64) if s is not None else o for o, s in zip(operands, shapes)]
+            dummies = [o if not isinstance(o, Ref) else d for o, d in zip(operands, dummies)]
+            out_shape = tuple(RULES[op].forward(*dummies, **(attrs or {})).shape)
+        attrs = RULES[op].specialize(dict(attrs or {}), shapes, out_shape)
+        name = name or self.fresh(f"{self.node.name}_{suffix or op}")
+        node = Node(name, op, tuple(operands), attrs, self.node.source, out_shape, perturbed, self.node.module)
+        flags = tuple(isinstance(o, Ref) and self.is_perturbed(o) for o in operands)
+        inner = Expansion(node, self.shape, self.fresh, self.is_perturbed)
+        expanded = RULES[op].expand(node, flags, inner) if perturbed else None  # e.g. a matmul of two perturbed
+        self.nodes.extend(expanded or [node])
+        self.shapes[name] = out_shape
+        self.perturbed[name] = perturbed
+        return Ref(name)
+
+    def finish(self, op: str, operands: tuple, attrs: Optional[dict] = None) -> list:
+        """The last node, named as the node it replaces; all the nodes made."""
+        self.add(op, operands, attrs, name=self.node.name)
+        return self.nodes
 
 
 class Lines(NamedTuple):

@@ -21,10 +21,13 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ..ir import Interval, LinearBounds
-from .base import Nonlinear, rule, spec_dot, unbroadcast
+from .base import Nonlinear, Rule, method, rule, spec_dot, unbroadcast
+
+aten = torch.ops.aten
 
 
 class ProductLines(NamedTuple):
@@ -123,3 +126,104 @@ class Product(Nonlinear):
         cy, ry = y.centre_radius()
         value, spread = cx * cy, cx.abs() * ry + cy.abs() * rx + rx * ry
         return Interval(value - spread, value + spread)
+
+
+# ---------------------------------------------------------------------------------------------- softmax
+
+_SOFTMAX = (nn.Softmax, F.softmax, torch.softmax, method("softmax"), aten._softmax.default, aten.softmax.int)
+_LOG_SOFTMAX = (nn.LogSoftmax, F.log_softmax, torch.log_softmax, method("log_softmax"), aten._log_softmax.default,
+                aten.log_softmax.int)
+_LOGSUMEXP = (torch.logsumexp, method("logsumexp"), aten.logsumexp.default)
+
+
+def _softmax_dim(call, rank: int) -> int:
+    if call.module is not None:
+        dim = call.module.dim
+    elif call.spelling in (aten._softmax.default, aten._log_softmax.default):
+        dim = call.arg(1, "dim")
+    else:
+        dim = call.arg(1, "dim", None)
+    if dim is None:
+        raise call.fail("softmax without dim= (the legacy implicit dim) is not supported: give dim")
+    if not isinstance(dim, int):
+        dims = tuple(dim)
+        if len(dims) != 1:
+            raise call.fail("logsumexp over several dims is not supported")
+        dim = dims[0]
+    dim = dim + rank if dim < 0 else dim
+    if dim == 0:
+        raise call.fail("softmax over the batch dimension mixes examples; boundgraph bounds each example on its own")
+    return dim
+
+
+@rule("softmax", spellings=_SOFTMAX + _LOG_SOFTMAX + _LOGSUMEXP)
+class Softmax(Rule):
+    """``softmax``, ``log_softmax`` and ``logsumexp`` over a dimension other than the batch's, bounded through
+    their pieces when their input is perturbed (``expand``): ``e = exp(x)``, ``s = Σ e`` (keepdim), then
+    ``softmax = e · (1/s)`` (the ``softmax_product`` rule: McCormick's planes, its interval intersected with
+    softmax's own range), ``log_softmax = x − log s``, ``logsumexp = log s``. No shift by the maximum: where
+    ``exp`` of a bound overflows, the bounds become vacuous (never wrong)."""
+
+    def canonicalize(self, call):
+        x = call.arg(0, "input")
+        dim = _softmax_dim(call, len(call.operand_shape(x)))
+        kind = "log_softmax" if call.spelling in _LOG_SOFTMAX else "logsumexp" if call.spelling in _LOGSUMEXP \
+            else "softmax"
+        keepdim = bool(call.arg(2, "keepdim", False)) if kind == "logsumexp" else True
+        if call.kwargs.get("dtype") is not None and call.kwargs["dtype"] != call.operand_dtype(x):
+            raise call.fail("softmax with a dtype= conversion of a perturbed tensor is not supported")
+        return (x,), dict(dim=dim, kind=kind, keepdim=keepdim)
+
+    def forward(self, x, dim, kind, keepdim=True):
+        if kind == "softmax":
+            return torch.softmax(x, dim)
+        if kind == "log_softmax":
+            return torch.log_softmax(x, dim)
+        return torch.logsumexp(x, dim, keepdim)
+
+    def expand(self, node, perturbed, build):
+        if not perturbed[0]:
+            return None
+        (x,), dim, kind = node.operands, node.attrs["dim"], node.attrs["kind"]
+        e = build.add("exp", (x,))
+        total = build.add("sum", (e,), dict(dims=(dim,), keepdim=kind != "logsumexp" or node.attrs["keepdim"],
+                                            mean=False), "total")
+        if kind == "softmax":
+            inverse = build.add("reciprocal", (total,))
+            return build.finish("softmax_product", (e, inverse), dict(dim=dim))
+        log_total = build.add("log", (total,))
+        if kind == "logsumexp":
+            return build.finish("identity", (log_total,))
+        return build.finish("add", (x, log_total), dict(alpha=-1))
+
+
+@rule("softmax_product")
+class SoftmaxProduct(Product):
+    """``softmax = e · r`` with ``e = exp(x)`` and ``r = 1/Σ e``: the product's planes, and as interval the
+    product's intersected with softmax's own range from ``e``'s bounds along ``dim`` (exact per element):
+    ``e_l,i / (e_l,i + Σ_{j≠i} e_u,j) ≤ softmax_i ≤ e_u,i / (e_u,i + Σ_{j≠i} e_l,j)``, which knows that the
+    numerator is one of the denominator's terms."""
+
+    def specialize(self, attrs, operand_shapes, out_shape):
+        return dict(shapes=tuple(operand_shapes), dim=attrs["dim"])
+
+    def forward(self, x, y, shapes=None, dim=None):  # type: ignore[override]
+        return x * y
+
+    def interval(self, x: Interval, y: Interval, shapes=None, dim=None) -> Interval:  # type: ignore[override]
+        product = super().interval(x, y, shapes)
+        low_sum, high_sum = x.lower.sum(dim, keepdim=True), x.upper.sum(dim, keepdim=True)
+        lower = x.lower / (x.lower + (high_sum - x.upper)).clamp(min=torch.finfo(x.lower.dtype).tiny)
+        upper = x.upper / (x.upper + (low_sum - x.lower)).clamp(min=torch.finfo(x.lower.dtype).tiny)
+        lower = torch.where(torch.isfinite(lower), lower, torch.zeros_like(lower))
+        upper = torch.where(torch.isfinite(upper), upper.clamp(max=1), torch.ones_like(upper))
+        return Interval(torch.maximum(product.lower, lower), torch.minimum(product.upper, upper))
+
+    def lines(self, lx, ux, ly, uy, strategy, shapes=None, dim=None):  # type: ignore[override]
+        return super().lines(lx, ux, ly, uy, strategy, shapes)
+
+    def backward(self, A, lines, shapes=None, dim=None, **attrs):  # type: ignore[override]
+        return super().backward(A, lines, shapes)
+
+    def deviation(self, x, y, shapes=None, dim=None):  # type: ignore[override]
+        return super().deviation(x, y, shapes)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ir import Interval, LinearBounds, Node, PerExample, Ref
+from ..ir import Interval, LinearBounds, PerExample
 from .base import Rule, method, rule, spec_sum
 from .structure import Structural
 
@@ -102,28 +102,19 @@ class MatMul(Structural):
         return "the product of two perturbed matrices needs both batched alike (same rank, at least 3)" \
             if all(perturbed) else None
 
-    def expand(self, node, perturbed, fresh):
+    def expand(self, node, perturbed, build):
         """Both perturbed: ``x @ y = Σ_k x[..., :, k, None] · y[..., None, k, :]``, the bilinear product of two
         broadcast views summed over the inner dimension."""
         if not all(perturbed):
             return None
-        a_shape, b_shape = node.attrs["in_shapes"]
+        a, b = node.operands
+        a_shape, b_shape = build.shape(a)[1:], build.shape(b)[1:]
         if len(a_shape) != len(b_shape) or len(a_shape) < 2:
             return None  # refused by ``check``
-        (a, b), batch = node.operands, node.shape[0]
-        column = a_shape + (1,)
-        row = b_shape[:-2] + (1,) + b_shape[-2:]
-        grid = tuple(torch.broadcast_shapes(column, row))
-        left = Node(fresh(f"{node.name}_left"), "reshape", (a,), dict(shape=column, in_shape=a_shape), node.source,
-                    (batch,) + column, True, node.module)
-        right = Node(fresh(f"{node.name}_right"), "reshape", (b,), dict(shape=row, in_shape=b_shape), node.source,
-                     (batch,) + row, True, node.module)
-        product = Node(fresh(f"{node.name}_terms"), "product", (Ref(left.name), Ref(right.name)),
-                       dict(shapes=((batch,) + column, (batch,) + row)), node.source, (batch,) + grid, True, node.module)
-        total = Node(node.name, "sum", (Ref(product.name),), dict(dims=(len(grid) - 1,), keepdim=False, mean=False,
-                                                                 in_shapes=(grid,)), node.source, node.shape, True,
-                     node.module)
-        return [left, right, product, total]
+        left = build.add("reshape", (a,), dict(shape=a_shape + (1,)), "left")
+        right = build.add("reshape", (b,), dict(shape=b_shape[:-2] + (1,) + b_shape[-2:]), "right")
+        terms = build.add("product", (left, right), suffix="terms")
+        return build.finish("sum", (terms,), dict(dims=(len(a_shape),), keepdim=False, mean=False))
 
     def _is_data(self, i: int) -> bool:
         return False  # no operand adds to the output: the constant one is the map's matrix

@@ -11,6 +11,7 @@ attributes; everything else comes from ``Structural``:
 """
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -164,7 +165,9 @@ class Index(Structural):
             index = call.arg(1, "idx")
         index = index if isinstance(index, tuple) else (index,)
         first = index[0] if index else slice(None)
-        if not (first == slice(None) or first is Ellipsis):
+        whole_range = isinstance(first, slice) and first.start in (None, 0) and first.step in (None, 1) and (
+            first.stop is None or (isinstance(first.stop, int) and first.stop >= 2 ** 62))  # aten's x[0:]
+        if not (whole_range or first is Ellipsis):
             raise call.fail("the index selects along the batch dimension (dimension 0); slice it whole")
         tensors: list = []
 
@@ -418,3 +421,27 @@ class RepeatInterleave(Structural):
 
     def apply(self, x, repeats, dim):
         return x.repeat_interleave(repeats, dim)
+
+
+@rule("masked_fill", spellings=(torch.masked_fill, method("masked_fill"), aten.masked_fill.Scalar))
+class MaskedFill(Structural):
+    """``x.masked_fill(mask, value)`` with a constant (or integer-input) mask and a constant number: ``x`` where
+    the mask is False, ``value`` where it is True (an affine map). ``−inf`` is filled as the dtype's lowest
+    finite number, which ``exp`` (softmax) also takes to 0, so that the filled positions' bounds stay finite
+    intervals rather than ``[−inf, −inf]`` (which the overflow guard would have to treat as unbounded)."""
+
+    data = (0,)
+
+    def canonicalize(self, call):
+        value = call.arg(2, "value")
+        if not isinstance(value, (int, float)):
+            raise call.fail("masked_fill with a tensor value is not supported; only with a constant number")
+        return (call.arg(0, "input"), call.arg(1, "mask")), dict(value=float(value))
+
+    def offset(self, value):
+        return value != 0
+
+    def apply(self, x, mask, value):
+        if value == -math.inf:
+            value = torch.finfo(x.dtype).min
+        return x.masked_fill(mask, value)

@@ -323,9 +323,9 @@ class _Canonicalizer:
                                                                                     "this op")
             call = Call(n.name, spelling, tuple(args), dict(kwargs), module, source, shape,
                         lambda o: self.graph[o.name].shape if isinstance(o, Ref) else None,
-                        lambda attr, m=n.target, s=source: None if getattr(resolve(self.model, m), attr) is None
+                        lambda attr, m=n.target, s=source: None if resolve(self.model, f"{m}.{attr}") is None
                         else self.param(f"{m}.{attr}", s),
-                        out_dtype=getattr(value, "dtype", None),
+                        out_dtype=getattr(value, "dtype", None), out_device=getattr(value, "device", None),
                         operand_dtype=lambda o: self.dtypes.get(o.name) if isinstance(o, Ref) else None)
             result = RULES[rule_name].canonicalize(call)
             pieces = result.pieces if isinstance(result, Several) else [(rule_name, *result)]
@@ -357,8 +357,9 @@ class _Canonicalizer:
 
 
 def _tensors(value: Any) -> bool:
-    """Whether ``value`` is a container of tensors (``split``'s pieces)."""
-    return isinstance(value, (tuple, list)) and bool(value) and all(isinstance(v, torch.Tensor) for v in value)
+    """Whether ``value`` is a container of tensors (``split``'s pieces; attention's output and, maybe, None)."""
+    return isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value) and all(
+        isinstance(v, torch.Tensor) or v is None for v in value)
 
 
 def _callable(spelling: Any, module: nn.Module | None) -> Any:

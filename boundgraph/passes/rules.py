@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..errors import UnsupportedOpError
 from ..ir import SOURCE_KINDS, BoundGraph, Ref
 from ..ops import RULES, Rule
+from ..ops.base import Expansion
 
 
 def expand_perturbed(graph: BoundGraph) -> BoundGraph:
@@ -24,7 +25,8 @@ def expand_perturbed(graph: BoundGraph) -> BoundGraph:
     for node in graph.copy():
         rule = RULES.get(node.op)
         flags = tuple(isinstance(o, Ref) and graph[o.name].perturbed for o in node.operands)
-        replacement = rule.expand(node, flags, fresh) if rule is not None and node.perturbed else None
+        build = Expansion(node, lambda ref: out[ref.name].shape, fresh, lambda ref: out[ref.name].perturbed)
+        replacement = rule.expand(node, flags, build) if rule is not None and node.perturbed else None
         for new in replacement or [node]:
             out.nodes[new.name] = new
     return out

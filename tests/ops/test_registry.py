@@ -108,4 +108,8 @@ def test_each_call_is_sound_for_every_method_inside_a_nonlinear_model(case):
     model = _Around(case, features).to(DTYPE).eval()
     bm = BoundedModule(model, x)
     for method in METHODS:
-        assert_sound(bm, x, LinfBall(0.3), method, n=4, seed=3, pgd=method in ("crown-ibp", "crown-lbp"))
+        try:
+            assert_sound(bm, x, LinfBall(0.3), method, n=4, seed=3, pgd=method in ("crown-ibp", "crown-lbp"))
+        except ValueError as error:  # LBP's intervals are not IBP's: they may leave a piece's domain, and say so
+            assert case.domain and method in ("lbp", "crown-lbp") and ("domain" in str(error) or "reach 0" in
+                                                                         str(error)), str(error)
