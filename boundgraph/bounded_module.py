@@ -296,7 +296,10 @@ class BoundedModule(nn.Module):
                 raise ValueError(f"perturbation {i} must be a Perturbation (LinfBall, L2Ball, Box) or None")
             if p is not None:
                 if not inputs[i].is_floating_point():
-                    raise ValueError(f"input {i} is {inputs[i].dtype}: only floating-point inputs can be perturbed")
+                    raise ValueError(f"input {i} is {inputs[i].dtype}: only floating-point inputs can be perturbed. "
+                                     "Token ids and masks are exact; to perturb a language model, perturb its "
+                                     "embeddings: bound a module that takes them (a model's inputs_embeds), with "
+                                     "the mask as a second, unperturbed input")
                 p.check(inputs[i])
         if all(p is None for p in perturbations):
             raise ValueError("at least one input must be perturbed")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.fx import _symbolic_trace
 
 from .errors import UnsupportedOpError
 
@@ -34,7 +35,7 @@ class Traced:
 
 def user_source(stack_trace: str | None) -> str:
     """``file:line: code`` of the innermost frame of a stack trace that is not inside torch."""
-    frames = [f for f in _FRAME.findall(stack_trace or "") if not f[0].startswith(_TORCH_DIR)]
+    frames = [f for f in _FRAME.findall(stack_trace or "") if not f[0].startswith(_TORCH_DIR) and f[0] != __file__]
     if not frames:
         return ""
     path, line, code = frames[-1]
@@ -60,16 +61,112 @@ def _record(gm: fx.GraphModule, args: tuple) -> dict[str, Any]:
     return recorder.values
 
 
+class _ShapedProxy(fx.Proxy):
+    """A Proxy that knows its example value: its shape is concrete but for the batch size (dimension 0 of what
+    depends on an input), so Python code on shapes (``for t in range(x.shape[1])``, ``if x.dim() == 3``) runs
+    while tracing instead of making fx give up."""
+
+    def __getattr__(self, name: str):
+        if name in ("shape", "ndim") and self.tracer.known(self.node):
+            value = self.node.meta["example"]
+            return value.dim() if name == "ndim" else self.tracer.shape_of(self)
+        return super().__getattr__(name)
+
+    def __len__(self):
+        if self.tracer.known(self.node):
+            if self.node.meta["varying"]:
+                raise fx.proxy.TraceError("len() of a tensor that depends on an input is its batch size, which "
+                                          "is not a constant")
+            return len(self.node.meta["example"])
+        return super().__len__()
+
+
 class _Tracer(fx.Tracer):
     """fx's tracer with source lines, leaves for modules that have a rule, and buffers traced as what
     they are (read live at every call): by default fx evaluates an expression of buffers alone, such as
-    ``self.table[0]``, once at trace time, and bounds would then ignore later changes of the buffer."""
+    ``self.table[0]``, once at trace time, and bounds would then ignore later changes of the buffer.
+
+    It also runs every call on example values as it traces (``meta["example"]``), so that shapes are concrete
+    but for the batch size: ``x.shape``, ``x.size(d)``, ``x.dim()`` are ints (``x.size(0)`` of what depends on an
+    input stays a Proxy), and loops over sequence lengths unroll."""
 
     proxy_buffer_attributes = True
 
-    def __init__(self) -> None:
+    def __init__(self, examples: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.record_stack_traces = True
+        self.examples = examples or {}
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ShapedProxy(node, self)
+
+    def known(self, node: fx.Node) -> bool:
+        return isinstance(node.meta.get("example"), torch.Tensor)
+
+    def shape_of(self, proxy: fx.Proxy) -> tuple:
+        value = proxy.node.meta["example"]
+        if not proxy.node.meta["varying"]:
+            return tuple(value.shape)
+        batch = self.create_proxy("call_method", "size", (proxy, 0), {})
+        return (batch,) + tuple(value.shape[1:])
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, *extra, **more):
+        if kind == "call_method" and target in ("size", "dim", "numel") and args and isinstance(args[0], fx.Proxy) \
+                and self.known(args[0].node):
+            concrete = self._concrete_size(target, args, kwargs)
+            if concrete is not None:
+                return concrete
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, *extra, **more)
+        self._run(proxy.node)
+        return proxy
+
+    def _concrete_size(self, target: str, args: tuple, kwargs: dict) -> Any:
+        x = args[0]
+        value, varying = x.node.meta["example"], x.node.meta["varying"]
+        if target == "dim":
+            return value.dim()
+        if target == "numel":
+            return None if varying else value.numel()
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if dim is None:
+            return self.shape_of(x)
+        if isinstance(dim, int) and (not varying or dim % value.dim() != 0):
+            return value.shape[dim]
+        return None
+
+    def _run(self, node: fx.Node) -> None:
+        """``node``'s example value (None where it cannot be computed), and whether it depends on an input."""
+        def value(a):
+            return a.meta.get("example") if isinstance(a, fx.Node) else a
+
+        varying = node.op == "placeholder" and node.target in self.examples and self.examples[node.target][1]
+        for a in node.all_input_nodes:
+            varying = varying or a.meta.get("varying", False)
+        node.meta["varying"] = varying
+        patched = torch.nn.Module.__call__, torch.nn.Module.__getattr__
+        try:  # with fx's patches of Module lifted: a module run on example values must not be traced into
+            torch.nn.Module.__call__ = _symbolic_trace._orig_module_call
+            torch.nn.Module.__getattr__ = _symbolic_trace._orig_module_getattr
+            args, kwargs = fx.node.map_aggregate(node.args, value), fx.node.map_aggregate(node.kwargs, value)
+            if node.op == "placeholder":
+                result = self.examples.get(node.target, (None, False))[0]
+            elif node.op == "get_attr":
+                result = self.root
+                for part in node.target.split("."):
+                    result = getattr(result, part)
+            elif node.op == "call_function":
+                result = node.target(*args, **kwargs)
+            elif node.op == "call_method":
+                result = getattr(args[0], node.target)(*args[1:], **kwargs)
+            elif node.op == "call_module":
+                result = self.root.get_submodule(node.target)(*args, **kwargs)
+            else:
+                result = None
+        except Exception:  # noqa: BLE001  (no example value: that proxy just behaves as fx's own)
+            result = None
+        finally:
+            torch.nn.Module.__call__, torch.nn.Module.__getattr__ = patched
+        node.meta["example"] = result
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         """Modules with a bound rule of their own (e.g. ``boundgraph.nn.ParamRamp``) stay one call."""
@@ -122,11 +219,14 @@ def _traceable_factories():
 
 
 def _trace_fx(model: nn.Module, inputs: tuple) -> Traced:
-    tracer = _Tracer()
-    before = set(model.__dict__)
     defaults = _defaults(model, len(inputs))
+    names = [p for p in inspect.signature(model.forward).parameters][:len(inputs)]
+    examples = {name: (x.detach().clone(), True) for name, x in zip(names, inputs)}
+    examples.update({name: (value, False) for name, value in defaults.items()})
+    tracer = _Tracer(examples)
+    before = set(model.__dict__)
     try:
-        with _traceable_factories():
+        with _traceable_factories(), torch.no_grad():
             graph = tracer.trace(model, concrete_args=defaults or None)
         gm = fx.GraphModule(model, graph)
     finally:  # fx stores the constants it meets as attributes of the model; they live on in gm only

@@ -54,6 +54,25 @@ class _Attend(nn.Module):
         return self.attention(t, keys, keys, attn_mask=mask, key_padding_mask=padding)[1]
 
 
+class _Recur(nn.Module):
+    """A recurrent cell stepped over a sequence's 4 rows (state from the previous step), or a recurrent layer's
+    output (or its final state)."""
+
+    def __init__(self, module: nn.Module, final: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.module, self.final = module, final
+
+    def forward(self, t):
+        if isinstance(self.module, (nn.LSTM, nn.GRU, nn.RNN)):
+            out, state = self.module(t)
+            return state[-1] if self.final else out
+        state = None
+        for step in range(t.shape[1]):
+            state = self.module(t[:, step], state)
+        return state[0] if isinstance(self.module, nn.LSTMCell) else state
+
+
 IMAGE = (3, 7, 6)
 SEQ = (4, 9)
 VOLUME = (2, 5, 4, 6)
@@ -191,7 +210,8 @@ CASES = [
            linear=False, monotone=False, becomes="mul"),
     OpCase("product", "x / y", lambda t: t / (2 + torch.sigmoid(t.flip(1))), SEQ, linear=False, monotone=False,
            becomes="div", domain=True),
-    OpCase("product", "constant / y", lambda t: 3.0 / (t * t + 1), SEQ, linear=False, monotone=False, becomes="div", domain=True),
+    OpCase("product", "constant / y", lambda t: 3.0 / (t * t + 1), SEQ, linear=False, monotone=False, becomes="div",
+           domain=True),
     OpCase("product", "x @ yT", lambda t: t @ t.transpose(1, 2), SEQ, linear=False, monotone=False, becomes="matmul"),
     OpCase("product", "scores times values", lambda t: (t[..., :3] @ t[..., 3:].transpose(-1, -2)) @ t, IMAGE,
            linear=False, monotone=False, becomes="matmul"),
@@ -216,9 +236,23 @@ CASES = [
         torch.tensor([True, False, False, True, False, False, False, False, True]), float("-inf")), -1), SEQ,
            linear=False, monotone=False, domain=True),
     OpCase("masked_fill", "masked_fill value", lambda t: t.masked_fill(torch.arange(9) % 3 == 0, -2.5), SEQ),
+    # ---- recurrent.py
+    OpCase("rnn_cell", "LSTMCell", _Recur(nn.LSTMCell(9, 3)), SEQ, linear=False, monotone=False),
+    OpCase("rnn_cell", "GRUCell", _Recur(nn.GRUCell(9, 3)), SEQ, linear=False, monotone=False),
+    OpCase("rnn_cell", "RNNCell relu", _Recur(nn.RNNCell(9, 3, nonlinearity="relu")), SEQ, linear=False,
+           monotone=False),
+    OpCase("rnn", "LSTM two layers", _Recur(nn.LSTM(9, 3, num_layers=2, batch_first=True)), SEQ, linear=False,
+           monotone=False),
+    OpCase("rnn", "GRU bidirectional", _Recur(nn.GRU(9, 2, batch_first=True, bidirectional=True)), SEQ,
+           linear=False, monotone=False),
+    OpCase("rnn", "RNN final state", _Recur(nn.RNN(9, 3, batch_first=True), final=True), SEQ, linear=False,
+           monotone=False),
     # ---- norm.py: per-example norms
     OpCase("layer_norm", "LayerNorm", _m(nn.LayerNorm(9)), SEQ, linear=False, monotone=False, domain=True),
-    OpCase("layer_norm", "layer_norm 2 dims", lambda t: F.layer_norm(t, (4, 9)), SEQ, linear=False, monotone=False, domain=True),
+    OpCase("layer_norm", "layer_norm 2 dims", lambda t: F.layer_norm(t, (4, 9)), SEQ, linear=False, monotone=False,
+           domain=True),
+    OpCase("normalised_product", "layer norm's product", _m(nn.LayerNorm(9, elementwise_affine=False)), SEQ,
+           linear=False, monotone=False, becomes="layer_norm", domain=True),
     OpCase("group_norm", "GroupNorm", _m(nn.GroupNorm(2, 4)), (4, 3, 3), linear=False, monotone=False, domain=True),
     OpCase("group_norm", "InstanceNorm2d", _m(nn.InstanceNorm2d(3, affine=True)), IMAGE, linear=False,
            monotone=False, domain=True),

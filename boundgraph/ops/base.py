@@ -56,6 +56,7 @@ class Call:
     module_param: Callable[[str], Optional[Ref]]
     out_dtype: Optional[torch.dtype] = None
     out_device: Optional[torch.device] = None
+    example: Any = None  # the call's traced value
     operand_dtype: Callable[[Any], Optional[torch.dtype]] = lambda operand: None
 
     def arg(self, index: int, name: str, default: Any = _REQUIRED) -> Any:
@@ -78,9 +79,18 @@ class Call:
 @dataclass
 class Several:
     """What ``canonicalize`` returns for a call with several tensor results (``split``, ``chunk``,
-    ``unbind``): one canonical node per result, ``(op, operands, attrs)`` each, in order."""
+    ``unbind``): one canonical node per result, ``(op, operands, attrs)`` each, in order. ``assemble`` builds
+    the call's result from the nodes' references where it is not their tuple, with ``examples`` the nodes'
+    example values (``nn.LSTM``'s ``(output, (h_n, c_n))``, with ``h_n`` one node per layer)."""
 
     pieces: list
+    assemble: Optional[Callable[[list], Any]] = None
+    examples: Optional[list] = None
+
+
+class Parts(list):
+    """A stack of nodes that the user's tensor keeps on a dimension before the batch (``h_n`` of a recurrent
+    layer: one node per layer and direction); only indexing (``h_n[-1]``) may take it apart."""
 
 
 def _spelling_name(spelling: Any) -> str:

@@ -227,3 +227,39 @@ class SoftmaxProduct(Product):
 
     def deviation(self, x, y, shapes=None, dim=None):  # type: ignore[override]
         return super().deviation(x, y, shapes)
+
+
+@rule("normalised_product")
+class NormalisedProduct(Product):
+    """``y = d · (var + ε)^(−1/2)`` of a norm, with ``d = x − mean x`` and ``var = mean d²`` over ``count``
+    elements: the product's planes, and its interval intersected with ``|y| ≤ √count`` (as ``d_i² ≤ Σ_j d_j² =
+    count · var``), which keeps IBP finite where ``var``'s lower bound reaches 0 (Shi et al. 2020 bound layer
+    norm the same way)."""
+
+    def specialize(self, attrs, operand_shapes, out_shape):
+        return dict(shapes=tuple(operand_shapes), limit=attrs["limit"])
+
+    def forward(self, x, y, shapes=None, limit=None):  # type: ignore[override]
+        return x * y
+
+    def interval(self, x: Interval, y: Interval, shapes=None, limit=None) -> Interval:  # type: ignore[override]
+        product = super().interval(x, y, shapes)
+        return Interval(product.lower.clamp(min=-limit), product.upper.clamp(max=limit))
+
+    def lines(self, lx, ux, ly, uy, strategy, shapes=None, limit=None):  # type: ignore[override]
+        """The planes, but the constant ``−√count`` (``√count``) where even IBP's range of the product over the
+        box passes it: there the box (``var``'s lower bound near 0) is far looser than the norm can be."""
+        planes = super().lines(lx, ux, ly, uy, strategy, shapes)
+        with torch.no_grad():
+            product = super().interval(Interval(lx, ux), Interval(ly, uy), shapes)
+            low, high = product.lower < -limit, product.upper > limit
+        zero = torch.zeros_like(planes.lower_bias)
+        return ProductLines(torch.where(low, zero, planes.lower_x), torch.where(low, zero, planes.lower_y),
+                            torch.where(low, zero - limit, planes.lower_bias), torch.where(high, zero, planes.upper_x),
+                            torch.where(high, zero, planes.upper_y), torch.where(high, zero + limit, planes.upper_bias))
+
+    def backward(self, A, lines, shapes=None, limit=None, **attrs):  # type: ignore[override]
+        return super().backward(A, lines, shapes)
+
+    def deviation(self, x, y, shapes=None, limit=None):  # type: ignore[override]
+        return super().deviation(x, y, shapes)

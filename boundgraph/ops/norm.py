@@ -2,6 +2,8 @@
 group and instance norm, variance and standard deviation, bounded through their pieces."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -138,7 +140,10 @@ def _normalise(build, x, dims: tuple[int, ...], eps: float, correction: float = 
         return variance
     shifted = build.add("add", (variance, float(eps)), dict(alpha=1), "shifted")
     inverse = build.add("pow", (shifted,), dict(exponent=-0.5), "rsqrt")
-    return build.add("product", (centred, inverse), suffix="normalised")
+    count = 1
+    for d in dims:
+        count *= build.shape(x)[d]
+    return build.add("normalised_product", (centred, inverse), dict(limit=math.sqrt(count)), "normalised")
 
 
 def _affine(build, y, weight, bias, view: tuple | None = None):

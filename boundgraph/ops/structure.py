@@ -128,7 +128,10 @@ class Permute(Structural):
                 else call.arg(1, "dims")
             dims = [_dim(d, rank) for d in dims]
         if dims[0] != 0:
-            raise call.fail("the permutation moves the batch dimension (dimension 0)")
+            error = call.fail("the permutation moves the batch dimension (dimension 0); only indexing the new first "
+                              "dimension (timm's qkv.permute(2, 0, 3, 1, 4).unbind(0)) may follow it")
+            error.permutation = (call.arg(0, "input"), tuple(dims))  # the pass may still take it apart
+            raise error
         return (call.arg(0, "input"),), dict(dims=tuple(dims))
 
     def apply(self, x, dims):

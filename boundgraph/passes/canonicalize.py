@@ -35,10 +35,21 @@ from torch import fx, nn
 from ..errors import UnsupportedOpError
 from ..ir import BoundGraph, Node, Ref
 from ..ops import RULES, SPELLINGS, Call
-from ..ops.base import Several, _spelling_name, method
+from ..ops.base import Parts, Several, _spelling_name, method
 from ..ops.constant import Slot
 from ..trace import Traced, user_source
 from .shapes import resolve
+
+
+@dataclass(frozen=True)
+class _Permuted:
+    """A permutation that moved the batch off dimension 0 (``error`` says so): only indexing its new first
+    dimension, which brings the batch back first, may consume it (timm's ``qkv.permute(2, 0, 3, 1, 4)``, then
+    ``unbind(0)`` or ``qkv[0]``)."""
+
+    source: Ref
+    dims: tuple
+    error: Any
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,7 @@ class _Canonicalizer:
         self.varying: set[str] = set()  # IR nodes that depend on an input's values
         self.perturbable: set[str] = set()  # ... on a floating-point input's values (they may be perturbed)
         self.dtypes: dict[str, torch.dtype] = {}
+        self.examples: dict[str, torch.Tensor] = {}
         self.batch_node: str | None = None
         self.missing: list[UnsupportedOpError] = []
 
@@ -148,6 +160,7 @@ class _Canonicalizer:
             self.perturbable.add(node.name)
         if isinstance(value, torch.Tensor):
             self.dtypes[node.name] = value.dtype
+            self.examples[node.name] = value
             node.shape = tuple(value.shape)
         return Ref(node.name)
 
@@ -234,6 +247,17 @@ class _Canonicalizer:
             if any(isinstance(v, (Ref, _Opaque)) for v in _walk(args[1])):  # an element of a Python container
                 return _Opaque(n.name)
             return args[0][args[1]] if spelling is operator.getitem else getattr(args[0], args[1])
+        permuted = [a for a in _walk((args, kwargs)) if isinstance(a, _Permuted)]
+        if permuted:
+            return self.take_apart(n, spelling, args, kwargs, permuted[0], source)
+        stacked = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Parts)]
+        if stacked:
+            error = UnsupportedOpError(n.name, _spelling_name(spelling), source, "takes a recurrent layer's whole "
+                                       "h_n / c_n, which stacks layers and directions before the batch: index it "
+                                       "(h_n[-1]) or use the layer's output sequence")
+            error.module = _module_path(n, self.traced.gm)
+            self.missing.append(error)
+            return _Opaque(n.name)
         leaves = list(_walk((args, kwargs)))
         refs = [v for v in leaves if isinstance(v, Ref)]
         opaque = [v for v in leaves if isinstance(v, _Opaque)]
@@ -264,6 +288,39 @@ class _Canonicalizer:
             return self.call(n.name, _callable(spelling, module), args, kwargs, source, value,
                              n.target if module is not None else "")
         return self.bounded(n, spelling, module, rule_name, args, kwargs, source, value)
+
+    def take_apart(self, n: fx.Node, spelling: Any, args: tuple, kwargs: dict, p: _Permuted, source: str) -> Any:
+        """``p[i]``, ``p.select(0, i)``, ``p.unbind(0)``: a selection of the source along the dimension that the
+        permutation put first, then the rest of the permutation, which must keep the batch first."""
+        name = spelling[1] if isinstance(spelling, tuple) else getattr(spelling, "__name__", "")
+        index = args[1] if spelling is operator.getitem else None
+        if name == "select" and args[0] is p and (args[1] if len(args) > 1 else kwargs.get("dim")) in (0,):
+            index = args[2] if len(args) > 2 else kwargs.get("index")
+        if isinstance(index, tuple) and len(index) == 1:
+            index = index[0]
+        if args[0] is p and name == "unbind" and (args[1] if len(args) > 1 else kwargs.get("dim", 0)) == 0:
+            length = self.examples[p.source.name].shape[p.dims[0]]
+            return tuple(self.take(p, i, n, source) for i in range(length))
+        if args[0] is p and isinstance(index, int):
+            return self.take(p, index, n, source)
+        p.error.module = p.error.module or _module_path(n, self.traced.gm)
+        self.missing.append(p.error)
+        return _Opaque(n.name)
+
+    def take(self, p: _Permuted, i: int, n: fx.Node, source: str) -> Any:
+        first, rest = p.dims[0], p.dims[1:]
+        order = [d - 1 if d > first else d for d in rest]
+        if order[0] != 0:
+            p.error.module = p.error.module or _module_path(n, self.traced.gm)
+            self.missing.append(p.error)
+            return _Opaque(n.name)
+        example = self.examples[p.source.name].select(first, i)
+        picked = self.add(Node(self.graph.fresh_name(f"{n.name}_take"), "index", (p.source,),
+                               dict(index=(slice(None),) * first + (i,)), source), example)
+        if order == sorted(order):
+            return picked
+        return self.add(Node(self.graph.fresh_name(f"{n.name}_order"), "permute", (picked,), dict(dims=tuple(order)),
+                             source), example.permute(order))
 
     def shape_query(self, n: fx.Node, spelling: Any, args: tuple, value: Any) -> Any:
         """``x.shape``, ``x.size(d)``, ``x.dim()``, ...: example values, the batch size read at every call."""
@@ -326,6 +383,7 @@ class _Canonicalizer:
                         lambda attr, m=n.target, s=source: None if resolve(self.model, f"{m}.{attr}") is None
                         else self.param(f"{m}.{attr}", s),
                         out_dtype=getattr(value, "dtype", None), out_device=getattr(value, "device", None),
+                        example=value,
                         operand_dtype=lambda o: self.dtypes.get(o.name) if isinstance(o, Ref) else None)
             result = RULES[rule_name].canonicalize(call)
             pieces = result.pieces if isinstance(result, Several) else [(rule_name, *result)]
@@ -336,6 +394,8 @@ class _Canonicalizer:
                                     "needs a constant")
         except UnsupportedOpError as error:  # noted, and the rest of the model still canonicalised
             error.module = _module_path(n, self.traced.gm)
+            if getattr(error, "permutation", None) is not None and isinstance(error.permutation[0], Ref):
+                return _Permuted(error.permutation[0], error.permutation[1], error)  # unless taken apart later
             self.missing.append(error)
             return self.add(Node(n.name, "unsupported", tuple(r for r in _walk(args) if isinstance(r, Ref)), {},
                                  source, module=n.target if module is not None else ""), value)
@@ -344,10 +404,12 @@ class _Canonicalizer:
             operands, attrs = result
             return self.add(Node(n.name, rule_name, tuple(operands), attrs, source, module=path), value)
         several = isinstance(value, (tuple, list))
-        values = value if several else [value]
+        values = result.examples if result.examples is not None else value if several else [value]
         refs = [self.add(Node(self.graph.fresh_name(f"{n.name}_{i}") if several else n.name, op, tuple(operands),
                               attrs, source, module=path), piece)
                 for i, ((op, operands, attrs), piece) in enumerate(zip(result.pieces, values))]
+        if result.assemble is not None:
+            return result.assemble(refs)
         if not several:
             return refs[0]
         try:  # the call's own kind of tuple (torch.return_types.max has .values and .indices)
@@ -357,9 +419,11 @@ class _Canonicalizer:
 
 
 def _tensors(value: Any) -> bool:
-    """Whether ``value`` is a container of tensors (``split``'s pieces; attention's output and, maybe, None)."""
-    return isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value) and all(
-        isinstance(v, torch.Tensor) or v is None for v in value)
+    """Whether ``value`` is a (nested) container of tensors (``split``'s pieces; attention's output and, maybe,
+    None; a recurrent layer's ``(output, (h_n, c_n))``)."""
+    leaves = list(_walk(value)) if isinstance(value, (tuple, list)) else []
+    return any(isinstance(v, torch.Tensor) for v in leaves) and all(isinstance(v, torch.Tensor) or v is None
+                                                                    for v in leaves)
 
 
 def _callable(spelling: Any, module: nn.Module | None) -> Any:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn as nn
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from boundgraph import BoundedModule, LinfBall
 from boundgraph.ops import RULES
@@ -37,6 +37,7 @@ class TwoBranches(nn.Module):
 
 
 @pytest.mark.parametrize("name", sorted(EXPRESSIONS))
+@settings(max_examples=12)  # × 14 expressions
 @given(st.integers(0, 2**16), st.data())
 def test_arithmetic_expressions_are_sound_for_every_method(name, seed, data):
     torch.manual_seed(seed)

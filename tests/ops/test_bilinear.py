@@ -5,7 +5,7 @@ method and exact at ε = 0."""
 import pytest
 import torch
 import torch.nn as nn
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from boundgraph import BoundedModule, LinfBall, UnsupportedOpError
 from boundgraph.ir import Interval
@@ -84,6 +84,7 @@ class Scores(nn.Module):
         return self.head((mixed / (1.0 + (x * x).sum(-1, keepdim=True))).mean(1))
 
 
+@settings(max_examples=12)
 @given(st.sampled_from(["se-sigmoid", "se-hardsigmoid", "scores"]), st.integers(0, 2**16), st.data())
 def test_models_with_products_of_perturbed_tensors_are_sound_for_every_method(kind, seed, data):
     torch.manual_seed(seed)
