@@ -263,3 +263,127 @@ class NormalisedProduct(Product):
 
     def deviation(self, x, y, shapes=None, limit=None):  # type: ignore[override]
         return super().deviation(x, y, shapes)
+
+
+class MatMulLines(NamedTuple):
+    """McCormick's planes of every term ``x_ik·y_kj`` of ``z = x @ y``, one plane choice per output element:
+    the operands' bounds and, per ``(i, j)``, whether the lower (upper) bound takes L1 (U1) or L2 (U2)."""
+
+    lx: Tensor
+    ux: Tensor
+    ly: Tensor
+    uy: Tensor
+    first_low: Tensor
+    first_high: Tensor
+
+
+def _pos(t: Tensor) -> Tensor:
+    return t.clamp(min=0)
+
+
+def _neg(t: Tensor) -> Tensor:
+    return t.clamp(max=0)
+
+
+@rule("matmul_product")
+class MatMulProduct(Nonlinear):
+    """``z = x @ y`` of two perturbed batched matrices (attention's ``q kᵀ`` and ``P v``), without forming its
+    terms: with one plane per output element ``(i, j)`` for all its terms ``k``, every sum over ``k`` is a matrix
+    product, so CROWN's transpose costs a few matmuls and no ``(…, n, k, m)`` tensor (auto_LiRPA's BoundMatMul
+    takes fixed planes; here the plane whose extreme over the box is tighter, as for ``product``). IBP: the sum
+    of each term's exact range (corner products)."""
+
+    inputs = 2
+    perturbable = (0, 1)
+
+    def specialize(self, attrs, operand_shapes, out_shape):
+        return dict(shapes=tuple(operand_shapes))
+
+    def forward(self, x, y, shapes=None):  # type: ignore[override]
+        return torch.matmul(x, y)
+
+    def interval(self, x: Interval, y: Interval, shapes=None) -> Interval:  # type: ignore[override]
+        a, b = x.lower.unsqueeze(-1), x.upper.unsqueeze(-1)
+        c, d = y.lower.unsqueeze(-3), y.upper.unsqueeze(-3)
+        corners = (a * c, a * d, b * c, b * d)
+        low, high = corners[0], corners[0]
+        for t in corners[1:]:
+            low, high = torch.minimum(low, t), torch.maximum(high, t)
+        return Interval(low.sum(-2), high.sum(-2))
+
+    def lines(self, lx, ux, ly, uy, strategy, shapes=None):  # type: ignore[override]
+        m = torch.matmul
+        if strategy in ("zero", "one"):
+            first = torch.full(torch.broadcast_shapes(lx.shape[:-1] + (1,), ly.shape[:-2] + (1, ly.shape[-1])),
+                               strategy == "zero", dtype=torch.bool, device=lx.device)
+            return MatMulLines(lx, ux, ly, uy, first, first)
+        with torch.no_grad():
+            low1 = m(lx, _pos(ly)) + m(ux, _neg(ly)) + m(_pos(lx), ly) + m(_neg(lx), uy) - m(lx, ly)
+            low2 = m(lx, _pos(uy)) + m(ux, _neg(uy)) + m(_pos(ux), ly) + m(_neg(ux), uy) - m(ux, uy)
+            high1 = m(ux, _pos(uy)) + m(lx, _neg(uy)) + m(_pos(lx), uy) + m(_neg(lx), ly) - m(lx, uy)
+            high2 = m(ux, _pos(ly)) + m(lx, _neg(ly)) + m(_pos(ux), uy) + m(_neg(ux), ly) - m(ux, ly)
+        return MatMulLines(lx, ux, ly, uy, low1 >= low2, high1 <= high2)
+
+    def line_values(self, lines: MatMulLines, x: Tensor, y: Tensor) -> tuple:
+        m, L = torch.matmul, lines
+        low1, low2 = m(x, L.ly) + m(L.lx, y) - m(L.lx, L.ly), m(x, L.uy) + m(L.ux, y) - m(L.ux, L.uy)
+        high1, high2 = m(x, L.uy) + m(L.lx, y) - m(L.lx, L.uy), m(x, L.ly) + m(L.ux, y) - m(L.ux, L.ly)
+        low = torch.where(L.first_low, low1, low2)
+        high = torch.where(L.first_high, high1, high2)
+        return low, torch.zeros_like(low), high, torch.zeros_like(high)
+
+    def unstable(self, lower, upper, **attrs):
+        return upper > lower
+
+    def backward(self, A: Tensor, lines: MatMulLines, shapes=None, **attrs) -> tuple[tuple, Any]:  # type: ignore[override]
+        """``A⁺`` takes the lower planes, ``A⁻`` the upper, per output element; each plane's sums over ``k`` are
+        matrix products: ``A_x = P @ y_boundᵀ``, ``A_y = x_boundᵀ @ P``, ``bias = −Σ P ⊙ (x_bound @ y_bound)``."""
+        m, L = torch.matmul, [t.unsqueeze(1) for t in lines]
+        lx, ux, ly, uy, first_low, first_high = L
+        positive = A.clamp(min=0)
+        negative = A - positive
+        parts = ((positive * first_low, lx, ly), (positive * ~first_low, ux, uy),  # lower planes L1, L2
+                 (negative * first_high, lx, uy), (negative * ~first_high, ux, ly))  # upper planes U1, U2
+        A_x = A_y = bias = 0
+        for P, xb, yb in parts:
+            A_x = A_x + m(P, yb.transpose(-1, -2))
+            A_y = A_y + m(xb.transpose(-1, -2), P)
+            bias = bias - (P * m(xb, yb)).flatten(2).sum(-1)
+        return (unbroadcast(A_x, shapes[0]), unbroadcast(A_y, shapes[1])), bias
+
+    def forward_linear(self, x: LinearBounds, y: LinearBounds, lines: MatMulLines) -> LinearBounds:  # type: ignore[override]
+        """Each plane's ``y_bound·x`` and ``x_bound·y`` terms bounded by the operands' linear bounds (by the signs
+        of the bounds), as matrix products over the input slices."""
+        m = torch.matmul
+        lx, ux, ly, uy, first_low, first_high = (t.unsqueeze(1) for t in lines)
+
+        def times_x(bound: Tensor, lower: bool) -> tuple[Tensor, Tensor]:  # Σ_k x_ik · bound_kj
+            near = (x.lower_coef, x.lower_bias) if lower else (x.upper_coef, x.upper_bias)
+            far = (x.upper_coef, x.upper_bias) if lower else (x.lower_coef, x.lower_bias)
+            return (m(near[0], _pos(bound)) + m(far[0], _neg(bound)),
+                    m(near[1], _pos(bound[:, 0])) + m(far[1], _neg(bound[:, 0])))
+
+        def times_y(bound: Tensor, lower: bool) -> tuple[Tensor, Tensor]:  # Σ_k bound_ik · y_kj
+            near = (y.lower_coef, y.lower_bias) if lower else (y.upper_coef, y.upper_bias)
+            far = (y.upper_coef, y.upper_bias) if lower else (y.lower_coef, y.lower_bias)
+            return (m(_pos(bound), near[0]) + m(_neg(bound), far[0]),
+                    m(_pos(bound[:, 0]), near[1]) + m(_neg(bound[:, 0]), far[1]))
+
+        def plane(xb, yb, choose, lower):
+            (cx, bx), (cy, by) = times_x(yb, lower), times_y(xb, lower)
+            return cx + cy, bx + by - m(xb[:, 0], yb[:, 0])
+
+        low = [plane(lx, ly, first_low, True), plane(ux, uy, first_low, True)]
+        high = [plane(lx, uy, first_high, False), plane(ux, ly, first_high, False)]
+        pick = lambda pair, choose: (torch.where(choose, pair[0][0], pair[1][0]),  # noqa: E731
+                                     torch.where(choose[:, 0], pair[0][1], pair[1][1]))
+        (lower_coef, lower_bias), (upper_coef, upper_bias) = pick(low, first_low), pick(high, first_high)
+        return LinearBounds(lower_coef, lower_bias, upper_coef, upper_bias)
+
+    def deviation(self, x: Interval, y: Interval, shapes=None) -> Interval:  # type: ignore[override]
+        """SingleProp (not a bound): ``c_x @ c_y ± (|c_x| @ r_y + r_x @ |c_y| + r_x @ r_y)``."""
+        cx, rx = x.centre_radius()
+        cy, ry = y.centre_radius()
+        m = torch.matmul
+        value, spread = m(cx, cy), m(cx.abs(), ry) + m(rx, cy.abs()) + m(rx, ry)
+        return Interval(value - spread, value + spread)

@@ -103,18 +103,14 @@ class MatMul(Structural):
             if all(perturbed) else None
 
     def expand(self, node, perturbed, build):
-        """Both perturbed: ``x @ y = Σ_k x[..., :, k, None] · y[..., None, k, :]``, the bilinear product of two
-        broadcast views summed over the inner dimension."""
+        """Both perturbed: the bilinear rule's matrix product (``boundgraph/ops/bilinear.py``)."""
         if not all(perturbed):
             return None
         a, b = node.operands
         a_shape, b_shape = build.shape(a)[1:], build.shape(b)[1:]
         if len(a_shape) != len(b_shape) or len(a_shape) < 2:
             return None  # refused by ``check``
-        left = build.add("reshape", (a,), dict(shape=a_shape + (1,)), "left")
-        right = build.add("reshape", (b,), dict(shape=b_shape[:-2] + (1,) + b_shape[-2:]), "right")
-        terms = build.add("product", (left, right), suffix="terms")
-        return build.finish("sum", (terms,), dict(dims=(len(a_shape),), keepdim=False, mean=False))
+        return build.finish("matmul_product", (a, b))
 
     def _is_data(self, i: int) -> bool:
         return False  # no operand adds to the output: the constant one is the map's matrix

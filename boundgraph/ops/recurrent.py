@@ -32,7 +32,6 @@ _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 def _cell(build, kind: str, x: Ref, h: Optional[Ref], c: Optional[Ref], w_ih, w_hh, b_ih, b_hh) -> tuple:
     """One step: the new hidden state (and cell state for the LSTM) from the builder's rules."""
-    size = build.shape(x)[0], None
     gates_x = build.add("linear", (x, w_ih, b_ih), suffix="input_gates")
     width = build.shape(gates_x)[1] // _GATES[kind]
     gates_h = build.add("linear", (h, w_hh, b_hh), suffix="state_gates") if h is not None else None
@@ -47,7 +46,6 @@ def _cell(build, kind: str, x: Ref, h: Optional[Ref], c: Optional[Ref], w_ih, w_
         a, b = part(gates_x, k), part(gates_h, k, b_hh)
         return a if b is None else build.add("add", (a, b), dict(alpha=1), "summed")
 
-    del size
     if kind.startswith("rnn"):
         return build.add("relu" if kind == "rnn_relu" else "tanh", (total(0),)), None
     if kind == "gru":
@@ -110,8 +108,6 @@ class RecurrentCell(Rule):
         if not any(perturbed[:3]):
             return None
         x, h, c, w_ih, w_hh, b_ih, b_hh = node.operands
-        if node.attrs["kind"] == "lstm" and h is not None and c is None:
-            c = None
         new_h, new_c = _cell(build, node.attrs["kind"], x, h, c, w_ih, w_hh, b_ih, b_hh)
         return build.finish("identity", (new_c if node.attrs["output"] == 1 else new_h,))
 
