@@ -349,8 +349,10 @@ class _Emitter:
     def concretize(self, step: Step) -> None:
         var = self.v[step.node]
         source = next(n for n in self.graph.inputs() if n.perturbed)
-        self.line(f"{var} = concretize_linear({var}_lin, perturbations[{source.attrs['index']}], "
-                  f"{self.v[source.name]}_x)")
+        call = f"concretize_linear({var}_lin, perturbations[{source.attrs['index']}], {self.v[source.name]}_x)"
+        if getattr(self.rules.get(step.node), "refines", False):  # a range the node is known to lie in
+            call = f"{self.rule(step.node)}.interval({call}{self.attr_args(step.node)})"
+        self.line(f"{var} = {call}")
 
     def temporary(self, var: str) -> str:
         while True:

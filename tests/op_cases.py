@@ -221,6 +221,10 @@ CASES = [
     OpCase("softmax", "logsumexp", lambda t: torch.logsumexp(t, 2), SEQ, linear=False, monotone=False, domain=True),
     OpCase("softmax_product", "softmax's product", lambda t: t.softmax(dim=2), SEQ, linear=False, monotone=False,
            becomes="softmax", domain=True),
+    OpCase("within", "softmax's known ranges", lambda t: torch.softmax(3 * t, 1), SEQ, linear=False, monotone=False,
+           becomes="softmax"),
+    OpCase("within", "a norm's known ranges", lambda t: t.std(dim=2, keepdim=True) * t.var(dim=2, keepdim=True), SEQ,
+           linear=False, monotone=False, becomes="mul", domain=True),
     # ---- attention.py
     OpCase("sdpa", "scaled_dot_product_attention", lambda t: F.scaled_dot_product_attention(t, t, t), IMAGE,
            linear=False, monotone=False, domain=True),

@@ -1,11 +1,12 @@
 """Attention: ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention`` (``batch_first=True``), bounded
 through their pieces when their inputs are perturbed (``expand``): linear projections, heads by reshape and
-permute, scores ``q kᵀ`` (the bilinear product), masks as constant factors on ``exp`` of the scores,
-softmax (``e · 1/Σe``), ``P v`` (the bilinear product again), and the output projection.
+permute, scores ``q kᵀ`` (the bilinear product), masks as a constant added to the scores, softmax
+(``bilinear.exp_shifted``: ``e = exp(s − max s)``, ``e · 1/Σe``), ``P v`` (the bilinear product again), and the
+output projection.
 
-A mask never enters as ``−inf``: a boolean mask keeps ``exp(s)`` where it attends and zeroes it elsewhere, an
-additive float mask ``m`` multiplies ``exp(s)`` by the constant ``exp(m)``; both are softmax with the mask, and
-both keep every bound a finite interval.
+A mask never enters as ``−inf``: what may not be attended gets the finite penalty ``−max/4`` of the dtype (so its
+``exp`` is exactly 0 at every point, as ``−inf``'s is), an additive float mask ``m`` is added as it is; bounds stay
+finite intervals, and the maximum that shifts the scores is never a masked score unless a whole row is masked.
 """
 from __future__ import annotations
 
@@ -17,61 +18,62 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Rule, Several, rule
+from .bilinear import exp_shifted
 from .constant import Slot
 
 aten = torch.ops.aten
 
 
-def keep_factor(attn_mask: Optional[Tensor], key_padding: Optional[Tensor], causal: bool, heads: int,
-                size: tuple[int, int], dtype: torch.dtype, device: Any, masks_true: bool) -> Optional[Tensor]:
-    """The constant that multiplies ``exp(scores)`` (``(…, L, S)``, broadcast): 1 where attention may look, 0
-    where a boolean mask, the key padding (True: ignore) or causality forbids it, ``exp(m)`` for an additive
-    mask ``m``; None where nothing is masked. ``masks_true``: a boolean ``attn_mask``'s True means masked
-    (``nn.MultiheadAttention``) rather than attended (``F.scaled_dot_product_attention``)."""
-    factor = None
+def mask_penalty(attn_mask: Optional[Tensor], key_padding: Optional[Tensor], causal: bool, heads: int,
+                 size: tuple[int, int], dtype: torch.dtype, device: Any, masks_true: bool) -> Optional[Tensor]:
+    """The constant added to the scores (``(…, L, S)``, broadcast): 0 where attention may look, ``−inf`` where a
+    boolean mask, the key padding (True: ignore) or causality forbids it, ``m`` for an additive mask ``m``, with
+    ``−inf`` then made ``−max/4`` of the dtype; None where nothing is masked. ``masks_true``: a boolean
+    ``attn_mask``'s True means masked (``nn.MultiheadAttention``) rather than attended
+    (``F.scaled_dot_product_attention``)."""
+    penalty = None
 
-    def times(f: Tensor) -> None:
-        nonlocal factor
-        factor = f if factor is None else factor * f
+    def add(term: Tensor) -> None:
+        nonlocal penalty
+        penalty = term if penalty is None else penalty + term
 
-    def keep(mask: Tensor, true_masks: bool) -> Tensor:
+    def additive(mask: Tensor, true_masks: bool) -> Tensor:
         if mask.dtype == torch.bool:
-            return (~mask if true_masks else mask).to(dtype)
-        return torch.exp(mask.to(dtype))
+            masked = mask if true_masks else ~mask
+            return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(masked.to(device), -math.inf)
+        return mask.to(dtype=dtype, device=device)
 
     if attn_mask is not None:
-        mask = keep(attn_mask, masks_true).to(device)
+        mask = additive(attn_mask, masks_true)
         if mask.dim() == 3 and heads > 1:  # (batch · heads, L, S)
             mask = mask.reshape(-1, heads, *mask.shape[-2:])
-        times(mask)
+        add(mask)
     if key_padding is not None:  # (batch, S): True (or an additive mask) for padding
-        times(keep(key_padding, True).to(device)[:, None, None, :])
+        add(additive(key_padding, True)[:, None, None, :])
     if causal:
-        times(torch.ones(size, dtype=torch.bool, device=device).tril().to(dtype))
-    return factor
+        add(additive(torch.ones(size, dtype=torch.bool, device=device).tril(), False))
+    return None if penalty is None else penalty.clamp(min=-torch.finfo(dtype).max / 4)
 
 
-def _keep_node(build, node, mask, key_padding, causal: bool, heads: int, size: tuple[int, int], masks_true: bool):
+def _penalty_node(build, node, mask, key_padding, causal: bool, heads: int, size: tuple[int, int], masks_true: bool):
     if mask is None and key_padding is None and not causal:
         return None
     operands = tuple(o for o in (mask, key_padding) if o is not None)
     slots = iter(Slot(i) for i in range(len(operands)))
     args = (next(slots) if mask is not None else None, next(slots) if key_padding is not None else None, causal, heads,
             size, node.attrs["dtype"], node.attrs["device"], masks_true)
-    return build.add("call", operands, dict(fn=keep_factor, args=args, kwargs={}), "keep", perturbed=False)
+    return build.add("call", operands, dict(fn=mask_penalty, args=args, kwargs={}), "penalty", perturbed=False)
 
 
-def _attend(build, q, k, v, keep, scale: float):
-    """``softmax(q kᵀ · scale, masked by keep) v`` for ``(B, …, L, d)`` queries and ``(B, …, S, d)`` keys/values."""
+def _attend(build, q, k, v, penalty, scale: float):
+    """``softmax(q kᵀ · scale + penalty) v`` for ``(B, …, L, d)`` queries and ``(B, …, S, d)`` keys/values."""
     rank = len(build.shape(q))
     swap = tuple(range(rank - 2)) + (rank - 1, rank - 2)
     scores = build.add("matmul", (q, build.add("permute", (k,), dict(dims=swap), "keys_t")), suffix="scores")
     scores = build.add("mul", (scores, float(scale)), suffix="scaled")
-    e = build.add("exp", (scores,))
-    if keep is not None:
-        e = build.add("mul", (e, keep), suffix="masked")
-    total = build.add("sum", (e,), dict(dims=(rank - 1,), keepdim=True, mean=False), "total")
-    weights = build.add("softmax_product", (e, build.add("reciprocal", (total,))), dict(dim=rank - 1), "weights")
+    _, e, total, _, scores = exp_shifted(build, scores, rank - 1, penalty)
+    weights = build.add("softmax_product", (e, build.add("reciprocal", (total,)), scores), dict(dim=rank - 1),
+                        "weights")
     return build.add("matmul", (weights, v), suffix="context"), weights
 
 
@@ -104,8 +106,8 @@ class ScaledDotProductAttention(Rule):
         q, k, v, mask = node.operands
         shape_q, shape_k = build.shape(q), build.shape(k)
         scale = node.attrs["scale"] if node.attrs["scale"] is not None else 1 / math.sqrt(shape_q[-1])
-        keep = _keep_node(build, node, mask, None, node.attrs["causal"], 1, (shape_q[-2], shape_k[-2]), False)
-        context, _ = _attend(build, q, k, v, keep, scale)
+        penalty = _penalty_node(build, node, mask, None, node.attrs["causal"], 1, (shape_q[-2], shape_k[-2]), False)
+        context, _ = _attend(build, q, k, v, penalty, scale)
         return build.finish("identity", (context,))
 
 
@@ -138,7 +140,7 @@ class MultiheadAttention(Rule):
         out = (call.module_param("out_proj.weight"), call.module_param("out_proj.bias"))
         operands = (q, k, v) + masks + weights + (call.param("in_proj_bias"),) + out
         attrs = dict(heads=m.num_heads, module=m, need_weights=bool(call.arg(4, "need_weights", True)),
-                     average=bool(call.arg(6, "average_attn_weights", True)), dtype=call.out_dtype,
+                     average=bool(call.arg(6, "average_attn_weights", True)), dtype=m.out_proj.weight.dtype,
                      device=call.out_device)
         return Several([("mha", operands, dict(attrs, output="output")),
                         ("mha", operands, dict(attrs, output="weights"))])
@@ -168,8 +170,8 @@ class MultiheadAttention(Rule):
             h = build.add("reshape", (h,), dict(shape=(length, heads, width)), "heads")
             projected.append(build.add("permute", (h,), dict(dims=(0, 2, 1, 3)), "heads_first"))
         size = (build.shape(projected[0])[-2], build.shape(projected[1])[-2])
-        keep = _keep_node(build, node, attn_mask, key_padding, False, heads, size, True)
-        context, weights = _attend(build, *projected, keep, 1 / math.sqrt(width))
+        penalty = _penalty_node(build, node, attn_mask, key_padding, False, heads, size, True)
+        context, weights = _attend(build, *projected, penalty, 1 / math.sqrt(width))
         if a["output"] == "weights":
             if a["average"]:
                 weights = build.add("sum", (weights,), dict(dims=(1,), keepdim=False, mean=True), "averaged")

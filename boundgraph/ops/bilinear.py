@@ -18,6 +18,7 @@ takes L1/U1, ``one`` L2/U2.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -159,10 +160,9 @@ def _softmax_dim(call, rank: int) -> int:
 @rule("softmax", spellings=_SOFTMAX + _LOG_SOFTMAX + _LOGSUMEXP)
 class Softmax(Rule):
     """``softmax``, ``log_softmax`` and ``logsumexp`` over a dimension other than the batch's, bounded through
-    their pieces when their input is perturbed (``expand``): ``e = exp(x)``, ``s = Σ e`` (keepdim), then
-    ``softmax = e · (1/s)`` (the ``softmax_product`` rule: McCormick's planes, its interval intersected with
-    softmax's own range), ``log_softmax = x − log s``, ``logsumexp = log s``. No shift by the maximum: where
-    ``exp`` of a bound overflows, the bounds become vacuous (never wrong)."""
+    their pieces when their input is perturbed (``expand``, ``exp_shifted``): ``d = x − max x``, ``e = exp(d)``,
+    ``s = Σ e`` (keepdim), then ``softmax = e · (1/s)`` (the ``softmax_product`` rule: McCormick's planes, its
+    interval intersected with softmax's own range), ``log_softmax = d − log s``, ``logsumexp = log s + max x``."""
 
     def canonicalize(self, call):
         x = call.arg(0, "input")
@@ -185,47 +185,87 @@ class Softmax(Rule):
         if not perturbed[0]:
             return None
         (x,), dim, kind = node.operands, node.attrs["dim"], node.attrs["kind"]
-        e = build.add("exp", (x,))
-        total = build.add("sum", (e,), dict(dims=(dim,), keepdim=kind != "logsumexp" or node.attrs["keepdim"],
-                                            mean=False), "total")
+        shifted, e, total, top, scores = exp_shifted(build, x, dim)
         if kind == "softmax":
             inverse = build.add("reciprocal", (total,))
-            return build.finish("softmax_product", (e, inverse), dict(dim=dim))
+            return build.finish("softmax_product", (e, inverse, scores), dict(dim=dim))
         log_total = build.add("log", (total,))
-        if kind == "logsumexp":
-            return build.finish("identity", (log_total,))
-        return build.finish("add", (x, log_total), dict(alpha=-1))
+        if kind == "log_softmax":
+            return build.finish("add", (shifted, log_total), dict(alpha=-1))
+        value = build.add("add", (log_total, top), dict(alpha=1), "logsumexp")
+        if not node.attrs["keepdim"]:
+            shape = tuple(n for i, n in enumerate(build.shape(value)) if i != dim)
+            value = build.add("reshape", (value,), dict(shape=shape[1:]), "squeezed")
+        return build.finish("identity", (value,))
+
+
+def exp_shifted(build, x, dim: int, penalty=None) -> tuple:
+    """The pieces of a softmax along ``dim`` that never overflow: ``m = max x`` (of ``x + penalty``, a constant
+    that masks), ``d = x − m ≤ 0``, ``e = exp(d) ≤ 1`` and ``s = Σ e ≥ 1`` (the maximum's term is ``exp(0)``),
+    those two facts kept by ``within`` nodes, so that ``1/s ∈ (0, 1]`` stays finite however wide the scores'
+    bounds are; softmax is ``e / s`` for any shift, so ``m``'s relaxation is the price. Returns ``d, e, s, m`` and
+    the (masked) scores."""
+    if penalty is not None:
+        x = build.add("add", (x, penalty), dict(alpha=1), "masked")
+    top = build.add("amax", (x,), dict(dims=(dim,), keepdim=True, negate=False), "max")
+    shifted = build.add("add", (x, top), dict(alpha=-1), "centred")
+    shifted = build.add("within", (shifted,), dict(upper=0.0), "shifted")
+    e = build.add("exp", (shifted,))
+    total = build.add("sum", (e,), dict(dims=(dim,), keepdim=True, mean=False), "sum")
+    total = build.add("within", (total,), dict(lower=1.0), "total")
+    return shifted, e, total, top, x
+
+
+def _others(t: Tensor, dim: int) -> Tensor:
+    """``Σ_{j≠i} t_j`` along ``dim`` for each ``i``, as the exclusive prefix plus the exclusive suffix sum (of
+    non-negative terms: no cancellation, unlike ``Σ t − t_i``)."""
+    prefix = t.cumsum(dim) - t
+    suffix = t.flip(dim).cumsum(dim).flip(dim) - t
+    return prefix.clamp(min=0) + suffix.clamp(min=0)
+
+
+def softmax_range(scores: Interval, dim: int) -> Interval:
+    """Softmax's exact range per element over the box ``l ≤ x ≤ u`` (``softmax_i`` rises with ``x_i`` and falls
+    with every other ``x_j``): ``1/(1 + Σ_{j≠i} exp(u_j − l_i)) ≤ softmax_i ≤ 1/(1 + Σ_{j≠i} exp(l_j − u_i))``,
+    each sum as ``exp(M − l_i)·Σ_{j≠i} exp(u_j − M)`` with ``M = max u`` (terms ≤ 1: nothing overflows but the
+    last factor, whose overflow to ``inf`` gives the right limit 0)."""
+    def side(own: Tensor, other: Tensor) -> Tensor:
+        top = other.amax(dim, keepdim=True)
+        rest = _others(torch.exp(other - top), dim) * torch.exp(top - own)
+        return torch.reciprocal(1 + torch.nan_to_num(rest, nan=math.inf))
+
+    return Interval(side(scores.lower, scores.upper), side(scores.upper, scores.lower))
 
 
 @rule("softmax_product")
 class SoftmaxProduct(Product):
-    """``softmax = e · r`` with ``e = exp(x)`` and ``r = 1/Σ e``: the product's planes, and as interval the
-    product's intersected with softmax's own range from ``e``'s bounds along ``dim`` (exact per element):
-    ``e_l,i / (e_l,i + Σ_{j≠i} e_u,j) ≤ softmax_i ≤ e_u,i / (e_u,i + Σ_{j≠i} e_l,j)``, which knows that the
-    numerator is one of the denominator's terms."""
+    """``softmax = e · r`` with ``e = exp(x − max x)`` and ``r = 1/Σ e``; its third operand is the scores ``x``
+    (not relaxed: the lines are the product's planes in ``e`` and ``r``), whose bounds give softmax's exact range
+    per element (``softmax_range``), which the product's interval is intersected with: that range knows that
+    ``e_i`` is one of the denominator's terms and that every ``e`` shares one shift."""
+
+    perturbable = (0, 1, 2)
 
     def specialize(self, attrs, operand_shapes, out_shape):
-        return dict(shapes=tuple(operand_shapes), dim=attrs["dim"])
+        return dict(shapes=tuple(operand_shapes[:2]), dim=attrs["dim"])
 
-    def forward(self, x, y, shapes=None, dim=None):  # type: ignore[override]
+    def forward(self, x, y, scores=None, shapes=None, dim=None):  # type: ignore[override]
         return x * y
 
-    def interval(self, x: Interval, y: Interval, shapes=None, dim=None) -> Interval:  # type: ignore[override]
+    def interval(self, x: Interval, y: Interval, scores=None, shapes=None, dim=None) -> Interval:  # type: ignore[override]
         product = super().interval(x, y, shapes)
-        low_sum, high_sum = x.lower.sum(dim, keepdim=True), x.upper.sum(dim, keepdim=True)
-        lower = x.lower / (x.lower + (high_sum - x.upper)).clamp(min=torch.finfo(x.lower.dtype).tiny)
-        upper = x.upper / (x.upper + (low_sum - x.lower)).clamp(min=torch.finfo(x.lower.dtype).tiny)
-        lower = torch.where(torch.isfinite(lower), lower, torch.zeros_like(lower))
-        upper = torch.where(torch.isfinite(upper), upper.clamp(max=1), torch.ones_like(upper))
-        return Interval(torch.maximum(product.lower, lower), torch.minimum(product.upper, upper))
+        if not isinstance(scores, Interval):  # the scores are not perturbed: exact already
+            return product
+        exact = softmax_range(scores, dim)
+        return Interval(torch.maximum(product.lower, exact.lower), torch.minimum(product.upper, exact.upper))
 
-    def lines(self, lx, ux, ly, uy, strategy, shapes=None, dim=None):  # type: ignore[override]
+    def lines(self, lx, ux, ly, uy, strategy, scores=None, shapes=None, dim=None):  # type: ignore[override]
         return super().lines(lx, ux, ly, uy, strategy, shapes)
 
     def backward(self, A, lines, shapes=None, dim=None, **attrs):  # type: ignore[override]
         return super().backward(A, lines, shapes)
 
-    def deviation(self, x, y, shapes=None, dim=None):  # type: ignore[override]
+    def deviation(self, x, y, scores=None, shapes=None, dim=None):  # type: ignore[override]
         return super().deviation(x, y, shapes)
 
 

@@ -136,9 +136,11 @@ def _normalise(build, x, dims: tuple[int, ...], eps: float, correction: float = 
         for d in dims:
             count *= build.shape(x)[d]
         variance = build.add("mul", (variance, count / (count - correction)), suffix="unbiased")
+    variance = build.add("within", (variance,), dict(lower=0.0), "nonnegative")  # a mean of squares
     if not root:
         return variance
-    shifted = build.add("add", (variance, float(eps)), dict(alpha=1), "shifted")
+    shifted = build.add("add", (variance, float(eps)), dict(alpha=1), "plus_eps")
+    shifted = build.add("within", (shifted,), dict(lower=float(eps)), "shifted")
     inverse = build.add("pow", (shifted,), dict(exponent=-0.5), "rsqrt")
     count = 1
     for d in dims:

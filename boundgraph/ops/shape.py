@@ -73,3 +73,30 @@ class Identity(Rule):
 
     def backward(self, A: Tensor, x: None):
         return (A,), 0
+
+
+@rule("within")
+class Within(Rule):
+    """``z = x`` where the expansion that made the node knows ``lower ≤ x ≤ upper`` at every point (``x − max x
+    ≤ 0`` and ``Σ exp(x − max x) ≥ 1`` in softmax, ``Var x + ε ≥ ε`` in a norm): IBP's interval, and any
+    interval computed of it (CROWN's refinement, LBP's concretisation), is intersected with ``[lower, upper]``;
+    the linear rules pass through it unchanged. Only expansions make it: the fact is theirs to prove."""
+
+    refines = True  # the emitter intersects every interval of this node with ``interval`` of it
+
+    def forward(self, x: Tensor, lower=None, upper=None) -> Tensor:
+        return x
+
+    def interval(self, x: Interval, lower=None, upper=None) -> Interval:
+        low, high = x
+        if lower is not None:
+            low, high = low.clamp(min=lower), high.clamp(min=lower)
+        if upper is not None:
+            low, high = low.clamp(max=upper), high.clamp(max=upper)
+        return Interval(low, high)
+
+    def backward(self, A: Tensor, x: None, lower=None, upper=None):
+        return (A,), 0
+
+    def forward_linear(self, x, lower=None, upper=None):  # type: ignore[override]
+        return x
