@@ -216,25 +216,25 @@ def exp_shifted(build, x, dim: int, penalty=None) -> tuple:
     return shifted, e, total, top, x
 
 
-def _others(t: Tensor, dim: int) -> Tensor:
-    """``Σ_{j≠i} t_j`` along ``dim`` for each ``i``, as the exclusive prefix plus the exclusive suffix sum (of
-    non-negative terms: no cancellation, unlike ``Σ t − t_i``)."""
-    prefix = t.cumsum(dim) - t
-    suffix = t.flip(dim).cumsum(dim).flip(dim) - t
-    return prefix.clamp(min=0) + suffix.clamp(min=0)
+def _log_sum_exp_of_others(t: Tensor, dim: int) -> Tensor:
+    """``log Σ_{j≠i} exp(t_j)`` along ``dim`` for each ``i`` (``−inf`` for a single element): the exclusive
+    prefix and suffix ``logcumsumexp`` (each a running log-sum shifted by one place), joined by ``logaddexp``;
+    never ``Σ − t_i``, which would lose the small terms beside a large one."""
+    def exclusive(u: Tensor) -> Tensor:
+        running = torch.logcumsumexp(u, dim)
+        return torch.cat((torch.full_like(running.narrow(dim, 0, 1), -math.inf),
+                          running.narrow(dim, 0, u.shape[dim] - 1)), dim)
+
+    return torch.logaddexp(exclusive(t), exclusive(t.flip(dim)).flip(dim))
 
 
 def softmax_range(scores: Interval, dim: int) -> Interval:
     """Softmax's exact range per element over the box ``l ≤ x ≤ u`` (``softmax_i`` rises with ``x_i`` and falls
-    with every other ``x_j``): ``1/(1 + Σ_{j≠i} exp(u_j − l_i)) ≤ softmax_i ≤ 1/(1 + Σ_{j≠i} exp(l_j − u_i))``,
-    each sum as ``exp(M − l_i)·Σ_{j≠i} exp(u_j − M)`` with ``M = max u`` (terms ≤ 1: nothing overflows but the
-    last factor, whose overflow to ``inf`` gives the right limit 0)."""
-    def side(own: Tensor, other: Tensor) -> Tensor:
-        top = other.amax(dim, keepdim=True)
-        rest = _others(torch.exp(other - top), dim) * torch.exp(top - own)
-        return torch.reciprocal(1 + torch.nan_to_num(rest, nan=math.inf))
-
-    return Interval(side(scores.lower, scores.upper), side(scores.upper, scores.lower))
+    with every other ``x_j``): ``σ(l_i − log Σ_{j≠i} exp u_j) ≤ softmax_i ≤ σ(u_i − log Σ_{j≠i} exp l_j)``, σ the
+    logistic function, ``softmax_i = σ(x_i − log Σ_{j≠i} exp x_j)``; in log space, so nothing overflows."""
+    lower = torch.sigmoid(scores.lower - _log_sum_exp_of_others(scores.upper, dim))
+    upper = torch.sigmoid(scores.upper - _log_sum_exp_of_others(scores.lower, dim))
+    return Interval(lower, upper)
 
 
 @rule("softmax_product")

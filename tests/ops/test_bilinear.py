@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from boundgraph import BoundedModule, LinfBall, UnsupportedOpError
 from boundgraph.ir import Interval
 from boundgraph.ops import LINE_STRATEGIES, RULES
-from boundgraph.ops.bilinear import _plane_extreme
+from boundgraph.ops.bilinear import _plane_extreme, softmax_range
 from tests.helpers import DTYPE, METHODS, Chain, assert_sound, perturbations
 
 
@@ -128,3 +128,41 @@ def test_matrix_products_of_unlike_ranks_are_refused_when_compiled():
 
     with pytest.raises(UnsupportedOpError, match="product of two perturbed matrices"):
         BoundedModule(Unlike(), torch.randn(2, 3, 4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**16), st.sampled_from([1e-3, 1.0, 30.0, 1e4]))
+def test_softmax_range_is_the_exact_range_of_each_element_over_the_box(seed, scale):
+    """Every point's softmax lies in it, and the corner that maximises x_i and minimises the others (or the
+    reverse) meets it: it is the exact range, finite however wide the box (no exp overflows)."""
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.randn(4, 6, generator=g, dtype=DTYPE) * scale
+    radius = torch.rand(4, 6, generator=g, dtype=DTYPE) * scale
+    box = Interval(centre - radius, centre + radius)
+    low, high = softmax_range(box, 1)
+    assert torch.isfinite(low).all() and torch.isfinite(high).all()
+    for _ in range(50):
+        point = box.lower + torch.rand(4, 6, generator=g, dtype=DTYPE) * (box.upper - box.lower)
+        value = point.softmax(1)
+        assert (low <= value * (1 + 1e-12) + 1e-300).all() and (value <= high * (1 + 1e-12) + 1e-300).all()
+    eye = torch.eye(6, dtype=torch.bool)
+    for i in range(6):  # corners: x_i high, the others low; and the reverse
+        best = torch.where(eye[i], box.upper, box.lower).softmax(1)[:, i]
+        worst = torch.where(eye[i], box.lower, box.upper).softmax(1)[:, i]
+        torch.testing.assert_close(high[:, i], best, rtol=1e-9, atol=1e-300)
+        torch.testing.assert_close(low[:, i], worst, rtol=1e-9, atol=1e-300)
+
+
+def test_softmax_of_scores_too_wide_for_exp_is_bounded_finitely_and_soundly():
+    """Scores whose bounds reach 1e4 (exp overflows in float32 and float64) still give finite bounds of the
+    attention weights under every method: the shift by the maximum keeps e ≤ 1 and Σe ≥ 1."""
+    class Wide(nn.Module):
+        def forward(self, x):
+            return torch.softmax(1e4 * x, dim=-1) @ x.transpose(-1, -2)
+
+    x = torch.randn(2, 4, 5, dtype=DTYPE)
+    bm = BoundedModule(Wide(), x)
+    for method in METHODS:
+        lower, upper = bm.bounds(x, LinfBall(0.1), method)
+        assert torch.isfinite(lower).all() and torch.isfinite(upper).all(), method
+        assert_sound(bm, (x,), (LinfBall(0.1),), method, n=3)
