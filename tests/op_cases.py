@@ -215,6 +215,15 @@ CASES = [
     OpCase("matmul_product", "x @ yT", lambda t: t @ t.transpose(1, 2), SEQ, linear=False, monotone=False, becomes="matmul"),
     OpCase("matmul_product", "scores times values", lambda t: (t[..., :3] @ t[..., 3:].transpose(-1, -2)) @ t, IMAGE,
            linear=False, monotone=False, becomes="matmul"),
+    OpCase("einsum", "x W (a constant)", lambda t: torch.einsum("bij,jk->bik", t, torch.linspace(
+        -1, 1, 27, dtype=t.dtype).reshape(9, 3)), SEQ, monotone=False),
+    OpCase("einsum", "a sum, permuted", lambda t: torch.einsum("bcij->bjc", t), IMAGE),
+    OpCase("einsum", "scores of two perturbed", lambda t: torch.einsum("bqd,bkd->bqk", t, t[:, 1:]), SEQ,
+           linear=False, monotone=False),
+    OpCase("einsum", "three operands", lambda t: torch.einsum("bi,bj,j->bi", t[:, 0], t[:, 1],
+           torch.linspace(-1, 1, 9, dtype=t.dtype)), SEQ, linear=False, monotone=False),
+    OpCase("einsum", "implicit output", lambda t: torch.einsum("bi,ij", t[:, 0], torch.linspace(
+        -1, 1, 36, dtype=t.dtype).reshape(9, 4)), SEQ, monotone=False),
     OpCase("softmax", "softmax", lambda t: torch.softmax(t, -1), SEQ, linear=False, monotone=False, domain=True),
     OpCase("softmax", "Softmax dim 1", _m(nn.Softmax(dim=1)), IMAGE, linear=False, monotone=False, domain=True),
     OpCase("softmax", "log_softmax", lambda t: F.log_softmax(t, dim=1), SEQ, linear=False, monotone=False, domain=True),

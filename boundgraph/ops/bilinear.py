@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ir import Interval, LinearBounds
+from ..ir import Interval, LinearBounds, Ref
 from .base import Nonlinear, Rule, method, rule, spec_dot, unbroadcast
+from .constant import Slot
 
 aten = torch.ops.aten
 
@@ -427,3 +428,97 @@ class MatMulProduct(Nonlinear):
         m = torch.matmul
         value, spread = m(cx, cy), m(cx.abs(), ry) + m(rx, cy.abs()) + m(rx, ry)
         return Interval(value - spread, value + spread)
+
+
+# ---------------------------------------------------------------------------------------------- einsum
+
+def _einsum_parts(equation: str, count: int) -> tuple[list[str], str]:
+    """The operands' subscripts and the output's (torch's implicit output: the letters used once, sorted)."""
+    equation = equation.replace(" ", "")
+    inputs, _, output = equation.partition("->")
+    subscripts = inputs.split(",")
+    if "->" not in equation:
+        letters = "".join(subscripts)
+        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    if len(subscripts) != count:
+        raise ValueError(f"einsum {equation!r} names {len(subscripts)} operands, {count} given")
+    return subscripts, output
+
+
+def _layout(t: Tensor, perm: tuple, shape: tuple) -> Tensor:
+    return t.permute(perm).reshape(shape)
+
+
+@rule("einsum", spellings=(torch.einsum, aten.einsum.default))
+class Einsum(Rule):
+    """``torch.einsum(equation, *operands)`` with the batch as the first subscript of every operand that carries
+    it, bounded through its pieces when an operand is perturbed (``expand``): each operand permuted and reshaped
+    onto one order of all the letters (a constant without the batch letter broadcasts over it), their product
+    (``mul``: linear where one operand is perturbed, McCormick's ``product`` where two are), the sum over the
+    contracted letters, and the output's permutation. The broadcast product holds every term of the contraction;
+    ``x @ y`` (the ``matmul_product`` rule) is the lean spelling of a matrix product."""
+
+    perturbable = tuple(range(16))
+
+    def canonicalize(self, call):
+        equation = call.arg(0, "equation")
+        operands = call.args[1:]
+        if len(operands) == 1 and isinstance(operands[0], (list, tuple)) and not isinstance(operands[0], Ref):
+            operands = tuple(operands[0])
+        if not isinstance(equation, str) or "." in equation:
+            raise call.fail("einsum with an ellipsis (...) is not supported: name every dimension")
+        try:
+            subscripts, output = _einsum_parts(equation, len(operands))
+        except ValueError as error:
+            raise call.fail(str(error)) from None
+        shapes = [call.operand_shape(o) for o in operands]
+        batch = subscripts[0][0] if subscripts[0] else ""
+        for s, shape in zip(subscripts, shapes):
+            if shape is not None and len(s) != len(shape):
+                raise call.fail(f"subscripts {s!r} do not match an operand of rank {len(shape)}")
+            if len(set(s)) != len(s):
+                raise call.fail(f"subscripts {s!r} repeat a letter (a diagonal): not supported")
+            if batch in s[1:]:
+                raise call.fail(f"the batch subscript {batch!r} must come first in every operand that has it")
+        if not output.startswith(batch):
+            raise call.fail(f"einsum's output {output!r} must keep the batch subscript {batch!r} first")
+        return tuple(operands), dict(subscripts=tuple(subscripts), output=output)
+
+    def forward(self, *operands, subscripts, output):
+        return torch.einsum(",".join(subscripts) + "->" + output, *operands)
+
+    def expand(self, node, perturbed, build):
+        if not any(perturbed):
+            return None
+        subscripts, output = node.attrs["subscripts"], node.attrs["output"]
+        batch = subscripts[0][0]
+        order = [batch] + [c for c in dict.fromkeys("".join(subscripts)) if c != batch]
+        size = {}
+        for o, s in zip(node.operands, subscripts):
+            shape = build.shape(o)
+            for c, n in zip(s, shape or ()):
+                size[c] = max(size.get(c, 1), n) if c != batch else 1
+        terms = []
+        for o, s, p in zip(node.operands, subscripts, perturbed):
+            batched = s.startswith(batch)
+            letters = [c for c in order if c in s]
+            perm = tuple(s.index(c) for c in letters)
+            shape = tuple(size[c] if c in s else 1 for c in order[1:])  # the batch's place aside
+            if p:
+                moved = build.add("permute", (o,), dict(dims=perm), "moved") if perm != tuple(range(len(s))) else o
+                terms.append(build.add("reshape", (moved,), dict(shape=shape), "laid_out"))
+            else:
+                shape = (-1,) + shape if batched else shape
+                terms.append(build.add("call", (o,), dict(fn=_layout, args=(Slot(0), perm, shape), kwargs={}),
+                                       "laid_out", perturbed=False))
+        value = terms[0]
+        for term in terms[1:]:
+            value = build.add("mul", (value, term), suffix="terms")
+        contracted = tuple(i for i, c in enumerate(order) if c not in output)
+        if contracted:
+            value = build.add("sum", (value,), dict(dims=contracted, keepdim=False, mean=False), "contracted")
+        kept = [c for c in order if c in output]
+        perm = tuple(kept.index(c) for c in output)
+        if perm != tuple(range(len(perm))):
+            value = build.add("permute", (value,), dict(dims=perm), "ordered")
+        return build.finish("identity", (value,))

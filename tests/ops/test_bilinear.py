@@ -166,3 +166,15 @@ def test_softmax_of_scores_too_wide_for_exp_is_bounded_finitely_and_soundly():
         lower, upper = bm.bounds(x, LinfBall(0.1), method)
         assert torch.isfinite(lower).all() and torch.isfinite(upper).all(), method
         assert_sound(bm, (x,), (LinfBall(0.1),), method, n=3)
+
+
+@pytest.mark.parametrize("equation, message", [("b...d,bkd->bk", "ellipsis"), ("bii->bi", "repeat"),
+                                               ("bij,bkj->ikb", "batch subscript")])
+def test_einsum_that_it_cannot_lay_out_is_refused_when_compiled(equation, message):
+    class Uses(nn.Module):
+        def forward(self, x):
+            operands = (x, x) if "," in equation else (x[:, :, :4],)
+            return torch.einsum(equation, *operands)
+
+    with pytest.raises(UnsupportedOpError, match=message):
+        BoundedModule(Uses(), torch.randn(2, 4, 5, dtype=DTYPE))
