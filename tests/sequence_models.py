@@ -1,7 +1,7 @@
 """Compact models where perturbed tensors meet, written as their reference implementations write them: a
 BERT-style encoder on embeddings (the peer's Transformer example shape: hidden 64, 4 heads, 2 layers), a
 minGPT-style causal decoder block, a small ViT, LSTM and GRU classifiers on sequential MNIST rows (28 steps
-× 28 features), a squeeze-excite block and a ConvNeXt block. ``MODELS`` maps a name to ``(build, input shape,
+× 28 features), a squeeze-excite block, a ConvNeXt block, and ``batch_first=False`` modules. ``MODELS`` maps a name to ``(build, input shape,
 size)``: ``"test"`` sizes run in CI, ``"full"`` sizes are the issue's (``benchmarks/sequence.py``)."""
 from __future__ import annotations
 
@@ -189,6 +189,27 @@ class ConvNeXtBlock(nn.Module):
         return self.head(x.mean((-2, -1)))
 
 
+class SequenceFirst(nn.Module):
+    """The older PyTorch layout: modules built with ``batch_first=False`` on ``x.transpose(0, 1)`` of a batch-first
+    input (attention, then a 2-layer LSTM on its output, and a bidirectional GRU on the input), the last step of the
+    LSTM's output by ``out[-1]``, the GRU's output transposed back, ``h_n[-1]``."""
+
+    def __init__(self, features: int = 8, hidden: int = 5) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(features, 2)
+        self.lstm = nn.LSTM(features, hidden, num_layers=2)
+        self.gru = nn.GRU(features, hidden, bidirectional=True)
+        self.head = nn.Linear(4 * hidden, 3)
+
+    def forward(self, x):
+        t = x.transpose(0, 1)
+        attended, _ = self.attention(t, t, t, need_weights=False)
+        out, (h, _) = self.lstm(attended)
+        both, h_gru = self.gru(t)
+        pooled = both.transpose(0, 1).mean(1)[:, :self.lstm.hidden_size]
+        return self.head(torch.cat([out[-1], h[-1], pooled, h_gru[-1]], 1))
+
+
 MODELS = {
     "bert": {"test": (lambda: Bert(hidden=16, heads=4, layers=2, length=6), (6, 16)),
              "full": (lambda: Bert(hidden=64, heads=4, layers=2, length=32), (32, 64))},
@@ -202,6 +223,7 @@ MODELS = {
             "full": (lambda: RowsRNN("gru", hidden=32, rows=28), (1, 28, 28))},
     "squeeze_excite": {"test": (SqueezeExcite, (3, 6, 6)), "full": (SqueezeExcite, (3, 32, 32))},
     "convnext": {"test": (ConvNeXtBlock, (3, 8, 8)), "full": (lambda: ConvNeXtBlock(32), (3, 32, 32))},
+    "sequence_first": {"test": (SequenceFirst, (4, 8)), "full": (lambda: SequenceFirst(64, 32), (32, 64))},
 }
 
 

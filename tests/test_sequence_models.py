@@ -4,8 +4,9 @@ ConvNeXt blocks): they compile with torch.fx, every method's bounds hold at samp
 every method is exact at ε = 0; CROWN-IBP and CROWN are no looser than IBP."""
 import pytest
 import torch
+import torch.nn as nn
 
-from boundgraph import BoundedModule, LinfBall
+from boundgraph import BoundedModule, LinfBall, UnsupportedOpError
 from tests.helpers import METHODS, assert_sound
 from tests.sequence_models import MODELS, build
 
@@ -57,3 +58,16 @@ def test_a_padded_token_changes_nothing_and_the_mask_is_not_perturbed():
     torch.testing.assert_close(lower, model(moved, mask))
     with pytest.raises(ValueError, match="only floating-point inputs can be perturbed"):
         bm.bounds((x, mask), (LinfBall(0.01), LinfBall(0.01)), "ibp")
+
+
+def test_a_sequence_first_module_on_the_models_own_input_is_refused_with_the_fix():
+    class Direct(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(6, 3)
+
+        def forward(self, x):
+            return self.lstm(x)[0][-1]
+
+    with pytest.raises(UnsupportedOpError, match=r"batch_first=False.*x.transpose\(0, 1\)"):
+        BoundedModule(Direct().double(), torch.randn(5, 2, 6, dtype=torch.float64))

@@ -1,4 +1,4 @@
-"""Attention: ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention`` (``batch_first=True``), bounded
+"""Attention: ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention`` (either ``batch_first``), bounded
 through their pieces when their inputs are perturbed (``expand``): linear projections, heads by reshape and
 permute, scores ``q kᵀ`` (the bilinear product), masks as a constant added to the scores, softmax
 (``bilinear.exp_shifted``: ``e = exp(s − max s)``, ``e · 1/Σe``), ``P v`` (the bilinear product again), and the
@@ -113,7 +113,8 @@ class ScaledDotProductAttention(Rule):
 
 @rule("mha", spellings=(nn.MultiheadAttention,))
 class MultiheadAttention(Rule):
-    """``nn.MultiheadAttention`` with ``batch_first=True`` (no ``bias_k``/``bias_v``/``add_zero_attn``, no dropout
+    """``nn.MultiheadAttention`` (``batch_first=False`` on ``x.transpose(0, 1)`` of batch-first tensors, its node
+    batch-first; no ``bias_k``/``bias_v``/``add_zero_attn``, no dropout
     in training): the attention output and, where used, the weights (averaged over heads or not). Its masks
     (``attn_mask``: True or −inf masks; ``key_padding_mask``: True ignores a key) are constants or come from
     integer inputs. Bounded through its pieces: the in-projection (one packed weight or three), heads,
@@ -123,9 +124,10 @@ class MultiheadAttention(Rule):
 
     def canonicalize(self, call):
         m = call.module
-        if not m.batch_first:
-            raise call.fail("nn.MultiheadAttention with batch_first=False takes (sequence, batch, features): build it "
-                            "with batch_first=True (boundgraph keeps the batch on dimension 0)")
+        if not m.batch_first and not call.sequence_first:
+            raise call.fail("nn.MultiheadAttention with batch_first=False takes (sequence, batch, features): give it "
+                            "x.transpose(0, 1) of a batch-first x, or build it with batch_first=True (boundgraph keeps "
+                            "the batch on dimension 0 of the model's inputs)")
         if m.bias_k is not None or m.add_zero_attn:
             raise call.fail("nn.MultiheadAttention with bias_k/bias_v or add_zero_attn is not supported")
         if m.training and m.dropout > 0:
@@ -147,9 +149,11 @@ class MultiheadAttention(Rule):
 
     def forward(self, q, k, v, attn_mask, key_padding, packed, wq, wk, wv, in_bias, out_weight, out_bias, heads,
                 module, need_weights, average, output, dtype=None, device=None):
-        result = module(q, k, v, key_padding_mask=key_padding, need_weights=need_weights or output == "weights",
-                        attn_mask=attn_mask, average_attn_weights=average)
-        return result[0] if output == "output" else result[1]
+        swap = (lambda t: t.transpose(0, 1)) if not module.batch_first else (lambda t: t)  # noqa: E731
+        result = module(swap(q), swap(k), swap(v), key_padding_mask=key_padding,
+                        need_weights=need_weights or output == "weights", attn_mask=attn_mask,
+                        average_attn_weights=average)
+        return swap(result[0]) if output == "output" else result[1]
 
     def expand(self, node, perturbed, build):
         if not any(perturbed[:3]):

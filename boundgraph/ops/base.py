@@ -58,6 +58,8 @@ class Call:
     out_device: Optional[torch.device] = None
     example: Any = None  # the call's traced value
     operand_dtype: Callable[[Any], Optional[torch.dtype]] = lambda operand: None
+    sequence_first: bool = False  # its sequence operands were (sequence, batch, …) transposes of batch-first tensors,
+    # given here as those tensors; its first result must be given as (sequence, batch, …) too (batch_first=False)
 
     def arg(self, index: int, name: str, default: Any = _REQUIRED) -> Any:
         if index < len(self.args):

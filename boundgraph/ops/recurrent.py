@@ -117,16 +117,19 @@ _LAYERS = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: None}
 
 @rule("rnn", spellings=tuple(_LAYERS))
 class Recurrent(Rule):
-    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` with ``batch_first=True``, unrolled (module doc). Its output sequence
+    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``, unrolled (module doc); with ``batch_first=False`` on
+    ``x.transpose(0, 1)`` of a batch-first ``x`` (its node keeps the batch first; the canonicaliser gives its output
+    sequence back as the user's ``(sequence, batch, …)`` transpose). Its output sequence
     is one node; each final state of ``h_n`` (and ``c_n``) another, which unrolls the layers up to its own."""
 
     perturbable = (0, 1, 2)
 
     def canonicalize(self, call):
         m = call.module
-        if not m.batch_first:
-            raise call.fail(f"{type(m).__name__} with batch_first=False takes (sequence, batch, features): build it with "
-                            "batch_first=True (boundgraph keeps the batch on dimension 0)")
+        if not m.batch_first and not call.sequence_first:
+            raise call.fail(f"{type(m).__name__} with batch_first=False takes (sequence, batch, features): give it "
+                            "x.transpose(0, 1) of a batch-first x, or build it with batch_first=True (boundgraph keeps "
+                            "the batch on dimension 0 of the model's inputs)")
         if getattr(m, "proj_size", 0):
             raise call.fail("LSTM with proj_size is not supported")
         if m.training and m.dropout > 0 and m.num_layers > 1:
@@ -138,7 +141,7 @@ class Recurrent(Rule):
         weights = tuple(call.param(name) for name, _ in m.named_parameters())
         operands = (x, h, c) + weights
         base = dict(kind=kind, module=m, layers=m.num_layers, directions=directions,
-                    names=tuple(name for name, _ in m.named_parameters()))
+                    names=tuple(name for name, _ in m.named_parameters()), swapped=not m.batch_first)
         pieces = [("rnn", operands, dict(base, output="sequence", layer=m.num_layers - 1, direction=0))]
         finals = [(layer, d) for layer in range(m.num_layers) for d in range(directions)]
         pieces += [("rnn", operands, dict(base, output="h", layer=layer, direction=d)) for layer, d in finals]
@@ -155,11 +158,12 @@ class Recurrent(Rule):
         examples = [sequence] + list(finals_h) + (list(final[1]) if kind == "lstm" else [])
         return Several(pieces, assemble, examples)
 
-    def forward(self, x, h, c, *weights, kind, module, layers, directions, names, output, layer, direction):
+    def forward(self, x, h, c, *weights, kind, module, layers, directions, names, output, layer, direction,
+                swapped=False):
         state = None if h is None else ((h, c) if kind == "lstm" else h)
-        sequence, final = module(x, state)
+        sequence, final = module(x.transpose(0, 1) if swapped else x, state)
         if output == "sequence":
-            return sequence
+            return sequence.transpose(0, 1) if swapped else sequence
         index = layer * directions + direction
         if kind == "lstm":
             return final[0][index] if output == "h" else final[1][index]

@@ -102,31 +102,40 @@ def _dim(d: int, rank: int) -> int:
     return d + rank if d < 0 else d
 
 
+_PERMUTATIONS = (torch.permute, method("permute"), aten.permute.default, torch.transpose, method("transpose"),
+                 aten.transpose.int, torch.swapaxes, method("swapaxes"), torch.movedim, method("movedim"))
+
+
+def permutation_dims(spelling, args: tuple, kwargs: dict, rank: int) -> list:
+    """The ``dims`` of ``x.permute(dims)`` that a permutation's spelling (``transpose``, ``movedim``, ...) means."""
+    def arg(i: int, name: str):
+        return args[i] if i < len(args) else kwargs[name]
+
+    if spelling in (torch.transpose, method("transpose"), aten.transpose.int, torch.swapaxes, method("swapaxes")):
+        a, b = _dim(arg(1, "dim0"), rank), _dim(arg(2, "dim1"), rank)
+        dims = list(range(rank))
+        dims[a], dims[b] = b, a
+        return dims
+    if spelling in (torch.movedim, method("movedim")):
+        source, destination = arg(1, "source"), arg(2, "destination")
+        source = [_dim(d, rank) for d in ((source,) if isinstance(source, int) else source)]
+        destination = [_dim(d, rank) for d in ((destination,) if isinstance(destination, int) else destination)]
+        dims = [None] * rank
+        for a, b in zip(source, destination):
+            dims[b] = a
+        rest = iter(d for d in range(rank) if d not in source)
+        return [next(rest) if d is None else d for d in dims]
+    dims = args[1:] if len(args) > 2 or not isinstance(arg(1, "dims"), (tuple, list)) else arg(1, "dims")
+    return [_dim(d, rank) for d in dims]
+
+
 @rule("permute", spellings=(torch.permute, method("permute"), aten.permute.default, torch.transpose, method("transpose"),
                             aten.transpose.int, torch.swapaxes, method("swapaxes"), torch.movedim, method("movedim")))
 class Permute(Structural):
     """``x.permute(dims)``, with the batch kept first (``transpose``, ``swapaxes``, ``movedim`` are permutations)."""
 
     def canonicalize(self, call):
-        rank = len(call.operand_shape(call.arg(0, "input")))
-        if call.spelling in (torch.transpose, method("transpose"), aten.transpose.int, torch.swapaxes,
-                             method("swapaxes")):
-            a, b = _dim(call.arg(1, "dim0"), rank), _dim(call.arg(2, "dim1"), rank)
-            dims = list(range(rank))
-            dims[a], dims[b] = b, a
-        elif call.spelling in (torch.movedim, method("movedim")):
-            source, destination = call.arg(1, "source"), call.arg(2, "destination")
-            source = [_dim(d, rank) for d in ((source,) if isinstance(source, int) else source)]
-            destination = [_dim(d, rank) for d in ((destination,) if isinstance(destination, int) else destination)]
-            dims = [None] * rank
-            for a, b in zip(source, destination):
-                dims[b] = a
-            rest = iter(d for d in range(rank) if d not in source)
-            dims = [next(rest) if d is None else d for d in dims]
-        else:
-            dims = call.args[1:] if len(call.args) > 2 or not isinstance(call.arg(1, "dims"), (tuple, list)) \
-                else call.arg(1, "dims")
-            dims = [_dim(d, rank) for d in dims]
+        dims = permutation_dims(call.spelling, call.args, call.kwargs, len(call.operand_shape(call.arg(0, "input"))))
         if dims[0] != 0:
             error = call.fail("the permutation moves the batch dimension (dimension 0); only indexing the new first "
                               "dimension (timm's qkv.permute(2, 0, 3, 1, 4).unbind(0)) may follow it")

@@ -36,9 +36,19 @@ from ..errors import UnsupportedOpError
 from ..ir import BoundGraph, Node, Ref
 from ..ops import RULES, SPELLINGS, Call
 from ..ops.base import Parts, Several, _spelling_name, method
+from ..ops.structure import _PERMUTATIONS, permutation_dims
 from ..ops.constant import Slot
 from ..trace import Traced, user_source
 from .shapes import resolve
+
+
+def _swap_first(value: Any) -> Any:
+    """A sequence-first module's example result as its batch-first node holds it: the first tensor transposed."""
+    if isinstance(value, torch.Tensor):
+        return value.transpose(0, 1)
+    if isinstance(value, tuple) and value and isinstance(value[0], torch.Tensor):
+        return (value[0].transpose(0, 1),) + tuple(value[1:])
+    return value
 
 
 @dataclass(frozen=True)
@@ -243,13 +253,13 @@ class _Canonicalizer:
         """The env entry of one call: a new node's Ref, a literal, or a container of them."""
         args = fx.node.map_arg(n.args, lambda a: self.env[a.name])
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self.env[a.name])
-        if spelling in (operator.getitem, builtins.getattr) and not isinstance(args[0], (Ref, _Opaque)):
+        if spelling in (operator.getitem, builtins.getattr) and not isinstance(args[0], (Ref, _Opaque, _Permuted)):
             if any(isinstance(v, (Ref, _Opaque)) for v in _walk(args[1])):  # an element of a Python container
                 return _Opaque(n.name)
             return args[0][args[1]] if spelling is operator.getitem else getattr(args[0], args[1])
         permuted = [a for a in _walk((args, kwargs)) if isinstance(a, _Permuted)]
         if permuted:
-            return self.take_apart(n, spelling, args, kwargs, permuted[0], source)
+            return self.take_apart(n, spelling, args, kwargs, permuted[0], source, value)
         stacked = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Parts)]
         if stacked:
             error = UnsupportedOpError(n.name, _spelling_name(spelling), source, "takes a recurrent layer's whole "
@@ -289,7 +299,8 @@ class _Canonicalizer:
                              n.target if module is not None else "")
         return self.bounded(n, spelling, module, rule_name, args, kwargs, source, value)
 
-    def take_apart(self, n: fx.Node, spelling: Any, args: tuple, kwargs: dict, p: _Permuted, source: str) -> Any:
+    def take_apart(self, n: fx.Node, spelling: Any, args: tuple, kwargs: dict, p: _Permuted, source: str,
+                   value: Any = None) -> Any:
         """``p[i]``, ``p.select(0, i)``, ``p.unbind(0)``: a selection of the source along the dimension that the
         permutation put first, then the rest of the permutation, which must keep the batch first."""
         name = spelling[1] if isinstance(spelling, tuple) else getattr(spelling, "__name__", "")
@@ -303,6 +314,33 @@ class _Canonicalizer:
             return tuple(self.take(p, i, n, source) for i in range(length))
         if args[0] is p and isinstance(index, int):
             return self.take(p, index, n, source)
+        if spelling in _PERMUTATIONS and args[0] is p:  # composed with the permutation that moved the batch
+            dims = [p.dims[d] for d in permutation_dims(spelling, args, kwargs, len(p.dims))]
+            if dims[0] != 0:
+                return _Permuted(p.source, tuple(dims), p.error)
+            if dims == sorted(dims):
+                return p.source
+            return self.add(Node(n.name, "permute", (p.source,), dict(dims=tuple(dims)), source), value)
+        module = resolve(self.model, n.target) if n.op == "call_module" else None
+        if getattr(module, "batch_first", True) is False and all(
+                q.dims[:2] == (1, 0) and q.dims[2:] == tuple(range(2, len(q.dims)))
+                for q in _walk((args, kwargs)) if isinstance(q, _Permuted)):
+            # nn.MultiheadAttention / nn.LSTM / ... with batch_first=False on x.transpose(0, 1) of batch-first x
+            unwrap = lambda a: a.source if isinstance(a, _Permuted) else a  # noqa: E731
+            args, kwargs = fx.node.map_aggregate(args, unwrap), fx.node.map_aggregate(kwargs, unwrap)
+            swapped = _swap_first(value)
+            result = self.bounded(n, spelling, module, SPELLINGS.get(spelling), args, kwargs, source, swapped,
+                                  sequence_first=True)
+            error = UnsupportedOpError(n.name, _spelling_name(spelling), source, "its output is (sequence, batch, "
+                                       "…) (batch_first=False): transpose it back (.transpose(0, 1)) or index its "
+                                       "first dimension before any other op")
+            error.module = _module_path(n, self.traced.gm)
+            first = result[0] if isinstance(result, tuple) and result else result
+            if not isinstance(first, Ref):
+                return result
+            rank = len(self.graph[first.name].shape)
+            moved = _Permuted(first, (1, 0) + tuple(range(2, rank)), error)
+            return moved if first is result else (moved,) + tuple(result[1:])
         p.error.module = p.error.module or _module_path(n, self.traced.gm)
         self.missing.append(p.error)
         return _Opaque(n.name)
@@ -371,9 +409,12 @@ class _Canonicalizer:
         return self.call(n.name, fn, (size,) + tuple(rest), kwargs, source, value)
 
     def bounded(self, n: fx.Node, spelling: Any, module: nn.Module | None, rule_name: str | None, args: tuple,
-                kwargs: dict, source: str, value: Any) -> Any:
+                kwargs: dict, source: str, value: Any, sequence_first: bool = False) -> Any:
         """A node of a perturbable tensor: its rule's canonical node(s), or a noted error."""
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        after = [r for r in _walk((args, kwargs)) if isinstance(r, Ref) and self.graph[r.name].op == "unsupported"]
+        if after:  # what an unsupported node computes is unknown here: its error is the one to give
+            return self.add(Node(n.name, "unsupported", tuple(after), {}, source), value)
         try:
             if rule_name is None:
                 raise UnsupportedOpError(n.name, _spelling_name(spelling), source, "no bound rule is registered for "
@@ -384,7 +425,8 @@ class _Canonicalizer:
                         else self.param(f"{m}.{attr}", s),
                         out_dtype=getattr(value, "dtype", None), out_device=getattr(value, "device", None),
                         example=value,
-                        operand_dtype=lambda o: self.dtypes.get(o.name) if isinstance(o, Ref) else None)
+                        operand_dtype=lambda o: self.dtypes.get(o.name) if isinstance(o, Ref) else None,
+                        sequence_first=sequence_first)
             result = RULES[rule_name].canonicalize(call)
             pieces = result.pieces if isinstance(result, Several) else [(rule_name, *result)]
             for _, operands, attrs in pieces:
