@@ -223,7 +223,8 @@ MODELS = {
             "full": (lambda: RowsRNN("gru", hidden=32, rows=28), (1, 28, 28))},
     "squeeze_excite": {"test": (SqueezeExcite, (3, 6, 6)), "full": (SqueezeExcite, (3, 32, 32))},
     "convnext": {"test": (ConvNeXtBlock, (3, 8, 8)), "full": (lambda: ConvNeXtBlock(32), (3, 32, 32))},
-    "sequence_first": {"test": (SequenceFirst, (4, 8)), "full": (lambda: SequenceFirst(64, 32), (32, 64))},
+    "sequence_first": {"test": (lambda: SequenceFirst(4, 3), (3, 4)),
+                       "full": (lambda: SequenceFirst(64, 32), (32, 64))},
 }
 
 

@@ -100,6 +100,16 @@ def vit(attn: str):
                                                                                    dtype=DTYPE),)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread here: float64 exp/erf on these tiny tensors stall for milliseconds a call at two threads
+    when the other core is busy (BERT's tests: minutes instead of seconds)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @functools.lru_cache(maxsize=None)
 def compiled(build, attn: str):
     with torch.random.fork_rng():

@@ -412,8 +412,9 @@ class _Canonicalizer:
                 kwargs: dict, source: str, value: Any, sequence_first: bool = False) -> Any:
         """A node of a perturbable tensor: its rule's canonical node(s), or a noted error."""
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
-        after = [r for r in _walk((args, kwargs)) if isinstance(r, Ref) and self.graph[r.name].op == "unsupported"]
-        if after:  # what an unsupported node computes is unknown here: its error is the one to give
+        after = [r for r in _walk((args, kwargs)) if isinstance(r, Ref) and self.graph[r.name].op == "unsupported"
+                 and self.graph[r.name].shape is None]
+        if after:  # a part of an unsupported node's tuple result (its shapes unknown here): its error is the one
             return self.add(Node(n.name, "unsupported", tuple(after), {}, source), value)
         try:
             if rule_name is None:
