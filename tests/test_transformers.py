@@ -5,8 +5,8 @@ the perturbed float tensor (and an integer attention mask) and return one tensor
 
 - BERT (``BertForSequenceClassification``) on ``inputs_embeds`` with a padding mask, eager and SDPA attention;
 - GPT-2 (``GPT2Model``, the last position's hidden state) on ``inputs_embeds`` with a padding mask, eager and
-  SDPA attention, its ``Conv1D`` layers (``torch.addmm`` on ``x.view(-1, d)``, which folds the batch into the
-  rows and is refused) swapped for the equal ``nn.Linear`` first;
+  SDPA attention, as shipped: its ``Conv1D`` is ``torch.addmm`` on ``x.view(-1, d)``, rows that fold the batch,
+  which the canonicaliser computes on the batch-first tensor;
 - ViT (``ViTForImageClassification``) on ``pixel_values``, SDPA attention (eager attention computes softmax in
   float32 and converts back, ``softmax(..., dtype=torch.float32).to(query.dtype)``, refused in float64).
 
@@ -58,21 +58,6 @@ class FromPixels(nn.Module):
         return self.model(pixel_values=pixels, return_dict=False)[0]
 
 
-def conv1d_as_linear(model: nn.Module) -> nn.Module:
-    """Every ``transformers.pytorch_utils.Conv1D`` (``y = x·W + b``) replaced by the same ``nn.Linear``."""
-    from transformers.pytorch_utils import Conv1D
-
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, Conv1D):
-                linear = nn.Linear(*child.weight.shape, dtype=child.weight.dtype)
-                with torch.no_grad():
-                    linear.weight.copy_(child.weight.t())
-                    linear.bias.copy_(child.bias)
-                setattr(module, name, linear)
-    return model
-
-
 def _text_inputs(seed: int) -> tuple:
     g = torch.Generator().manual_seed(seed)
     mask = torch.ones(BATCH, LENGTH, dtype=torch.long)
@@ -89,7 +74,7 @@ def bert(attn: str):
 def gpt2(attn: str):
     config = transformers.GPT2Config(n_embd=HIDDEN, n_layer=2, n_head=4, n_positions=16, vocab_size=50,
                                      bos_token_id=0, eos_token_id=0, attn_implementation=attn)
-    return FromEmbeddings(conv1d_as_linear(transformers.GPT2Model(config)), position=-1), _text_inputs(2)
+    return FromEmbeddings(transformers.GPT2Model(config), position=-1), _text_inputs(2)
 
 
 def vit(attn: str):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -42,6 +43,14 @@ from ..trace import Traced, user_source
 from .shapes import resolve
 
 
+_RESHAPES = (method("view"), method("reshape"), torch.reshape, torch.ops.aten.view.default, torch.ops.aten.reshape.default,
+             torch.ops.aten._unsafe_view.default)
+_ADDMM = (torch.addmm, method("addmm"), torch.ops.aten.addmm.default)
+_ROW_MATMULS = (torch.mm, method("mm"), torch.matmul, method("matmul"), operator.matmul, torch.ops.aten.mm.default,
+                torch.ops.aten.matmul.default)
+_ROW_LINEAR = (torch.nn.functional.linear, torch.ops.aten.linear.default)
+
+
 def _swap_first(value: Any) -> Any:
     """A sequence-first module's example result as its batch-first node holds it: the first tensor transposed."""
     if isinstance(value, torch.Tensor):
@@ -49,6 +58,18 @@ def _swap_first(value: Any) -> Any:
     if isinstance(value, tuple) and value and isinstance(value[0], torch.Tensor):
         return (value[0].transpose(0, 1),) + tuple(value[1:])
     return value
+
+
+@dataclass(frozen=True)
+class _Folded:
+    """``x.view(-1, *rest)`` of a batch-first ``x``: the batch folded with the dimensions ``lead`` after it into
+    rows (Hugging Face's ``Conv1D``: ``addmm(b, x.view(-1, d), W).view(*x.shape[:-1], n)``). Only a row-wise
+    affine map by constants (``addmm``, ``mm`` / ``matmul`` by a weight, ``linear``), which is computed on ``x``
+    itself, and a reshape that unfolds the rows again may consume it (``error`` says so otherwise)."""
+
+    source: Ref
+    lead: tuple
+    error: Any
 
 
 @dataclass(frozen=True)
@@ -253,10 +274,14 @@ class _Canonicalizer:
         """The env entry of one call: a new node's Ref, a literal, or a container of them."""
         args = fx.node.map_arg(n.args, lambda a: self.env[a.name])
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self.env[a.name])
-        if spelling in (operator.getitem, builtins.getattr) and not isinstance(args[0], (Ref, _Opaque, _Permuted)):
+        if spelling in (operator.getitem, builtins.getattr) and not isinstance(args[0], (Ref, _Opaque, _Permuted,
+                                                                                     _Folded)):
             if any(isinstance(v, (Ref, _Opaque)) for v in _walk(args[1])):  # an element of a Python container
                 return _Opaque(n.name)
             return args[0][args[1]] if spelling is operator.getitem else getattr(args[0], args[1])
+        folded = [a for a in _walk((args, kwargs)) if isinstance(a, _Folded)]
+        if folded:
+            return self.through_rows(n, spelling, args, kwargs, folded[0], source, value)
         permuted = [a for a in _walk((args, kwargs)) if isinstance(a, _Permuted)]
         if permuted:
             return self.take_apart(n, spelling, args, kwargs, permuted[0], source, value)
@@ -341,6 +366,45 @@ class _Canonicalizer:
             rank = len(self.graph[first.name].shape)
             moved = _Permuted(first, (1, 0) + tuple(range(2, rank)), error)
             return moved if first is result else (moved,) + tuple(result[1:])
+        p.error.module = p.error.module or _module_path(n, self.traced.gm)
+        self.missing.append(p.error)
+        return _Opaque(n.name)
+
+    def through_rows(self, n: fx.Node, spelling: Any, args: tuple, kwargs: dict, p: _Folded, source: str,
+                     value: Any) -> Any:
+        """A row-wise affine map of folded rows, computed on the batch-first tensor (and folded again), or the
+        reshape that unfolds them; anything else is the fold's error."""
+        rows = (self.examples[p.source.name].shape[0],) + p.lead if isinstance(value, torch.Tensor) else None
+        constant = lambda r: not (isinstance(r, Ref) and r.name in self.perturbable)  # noqa: E731
+        if rows is not None and spelling in _RESHAPES and args[0] is p:
+            if tuple(value.shape[:len(rows)]) == rows:  # unfolded: the batch first again
+                shape = tuple(value.shape[1:])
+                if shape == tuple(self.graph[p.source.name].shape[1:]):
+                    return p.source
+                return self.add(Node(n.name, "reshape", (p.source,), dict(shape=shape), source), value)
+        weight, bias, alpha, beta = None, None, 1, 1
+        if spelling in _ADDMM and len(args) >= 3 and args[1] is p:
+            bias, weight = args[0], args[2]
+            alpha, beta = kwargs.get("alpha", 1), kwargs.get("beta", 1)
+        elif spelling in _ROW_MATMULS and len(args) >= 2 and args[0] is p:
+            weight = args[1]
+        elif spelling in _ROW_LINEAR and args[0] is p:
+            weight = None if len(args) < 2 else args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if isinstance(weight, Ref) and constant(weight) and constant(bias):
+                out = value.reshape(rows + tuple(value.shape[1:]))
+                return _Folded(self.add(Node(n.name, "linear", (p.source, weight, bias), {}, source), out),
+                               p.lead, p.error)
+            weight = None
+        if isinstance(weight, Ref) and constant(weight) and constant(bias) and alpha == 1 and beta == 1:
+            out = value.reshape(rows + tuple(value.shape[1:]))
+            if bias is None:
+                return _Folded(self.add(Node(n.name, "matmul", (p.source, weight), {}, source), out), p.lead,
+                               p.error)
+            product = self.add(Node(self.graph.fresh_name(f"{n.name}_product"), "matmul", (p.source, weight), {},
+                                    source), out)
+            return _Folded(self.add(Node(n.name, "add", (product, bias), dict(alpha=1), source), out), p.lead,
+                           p.error)
         p.error.module = p.error.module or _module_path(n, self.traced.gm)
         self.missing.append(p.error)
         return _Opaque(n.name)
@@ -439,6 +503,8 @@ class _Canonicalizer:
             error.module = _module_path(n, self.traced.gm)
             if getattr(error, "permutation", None) is not None and isinstance(error.permutation[0], Ref):
                 return _Permuted(error.permutation[0], error.permutation[1], error)  # unless taken apart later
+            if getattr(error, "fold", None) is not None and isinstance(error.fold[0], Ref):
+                return _Folded(error.fold[0], error.fold[1], error)  # unless unfolded later
             self.missing.append(error)
             return self.add(Node(n.name, "unsupported", tuple(r for r in _walk(args) if isinstance(r, Ref)), {},
                                  source, module=n.target if module is not None else ""), value)

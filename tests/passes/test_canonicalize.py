@@ -234,3 +234,52 @@ def test_split_pieces_and_max_values_are_one_node_each():
 
     ops = canonical_ops(Chain([body]), torch.randn(2, 4, 3))
     assert ops.count("index") == 2 and ops.count("amax") == 1 and "argmax" not in ops
+
+
+class _RowConv1D(nn.Module):
+    """Hugging Face's ``Conv1D``: ``addmm(b, x.view(-1, d), W).view(*x.shape[:-1], n)``, rows that fold the batch."""
+
+    def __init__(self, n: int, d: int) -> None:
+        super().__init__()
+        self.n = n
+        self.weight = nn.Parameter(torch.randn(d, n, dtype=DTYPE) * 0.4)
+        self.bias = nn.Parameter(torch.randn(n, dtype=DTYPE))
+
+    def forward(self, x):
+        size = x.size()[:-1] + (self.n,)
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(size)
+
+
+def test_rows_that_fold_the_batch_are_mapped_on_the_batch_first_tensor_and_unfolded():
+    """``x.view(-1, d)`` then a row-wise affine map (addmm, mm, F.linear) then the view back: computed on ``x``
+    itself (no node folds the batch), sound for every method, at any batch size."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = _RowConv1D(6, 4), _RowConv1D(3, 6)
+            self.w = nn.Parameter(torch.randn(3, 6, dtype=DTYPE))
+
+        def forward(self, x):
+            h = torch.tanh(self.a(x))
+            linear = F.linear(h.reshape(-1, 6), self.w).view(x.shape[0], x.shape[1], 3)
+            product = torch.mm(h.reshape(-1, 6), self.b.weight).reshape(x.shape[0], -1, 3)
+            return linear + product + self.b(h)
+
+    x = torch.randn(2, 5, 4, dtype=DTYPE)
+    net = Net()
+    bm = BoundedModule(net, x)
+    assert not [n.name for n in bm.graph if n.shape and n.shape[0] == 10]  # no node has the batch folded (2 × 5)
+    for method in METHODS:
+        assert_sound(bm, (x,), (LinfBall(0.05),), method, n=2)
+    y = torch.randn(3, 5, 4, dtype=DTYPE)
+    lower, upper = bm.bounds(y, LinfBall(0.0), "crown")
+    torch.testing.assert_close((lower, upper), (net(y), net(y)))
+
+
+def test_rows_that_fold_the_batch_used_otherwise_are_refused():
+    class Mixes(nn.Module):
+        def forward(self, x):
+            return x.view(-1, x.size(-1)).sum(0, keepdim=True).expand(x.shape[0], -1)
+
+    with pytest.raises(UnsupportedOpError, match="does not keep the batch dimension first"):
+        BoundedModule(Mixes(), torch.randn(2, 5, 4, dtype=DTYPE))
