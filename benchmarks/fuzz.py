@@ -1,6 +1,7 @@
 """Fuzz the bounds: random models (``tests/random_models.py``: small, deep, wide and DAG MLPs, CNNs,
 activation-free and float32-overflowing nets, nets of the vision zoos' ops (max and adaptive pooling, cat,
-shuffles, pads, upsampling), ParamRamp, two activations in a row, training-mode batch norm, extreme weights;
+shuffles, pads, upsampling), sequence nets (attention of three spellings, layer norm, GRU / LSTM, softmax
+gates, einsum), ParamRamp, two activations in a row, training-mode batch norm, extreme weights;
 clipped, per-example and degenerate perturbation sets) for a time budget, every method on each, ``boundgraph.check`` comparing every bound with sampled, corner and PGD points.
 
     python benchmarks/fuzz.py --minutes 20               # prints a table; exit status 1 on any failure
@@ -23,14 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from boundgraph import BoundedModule, check  # noqa: E402
-from tests.random_models import Seeded, random_case  # noqa: E402
+from tests.random_models import FAMILIES, SEQUENCE_FAMILIES, Seeded, random_case  # noqa: E402
 
 METHODS = ("ibp", "crown-ibp", "crown", "lbp", "crown-lbp", "alpha-crown")
 
 
 def run_case(seed: int, methods, points: int, pgd_steps: int, verbose: bool = False) -> dict:
     """Check one random case under every method: its counts and its failures."""
-    case = random_case(Seeded(seed))
+    case = random_case(Seeded(seed), FAMILIES + SEQUENCE_FAMILIES)
     tally = Counter(models=1)
     failures = []
     try:

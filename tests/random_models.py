@@ -29,6 +29,7 @@ from boundgraph.ops import RULES, SPELLINGS
 from boundgraph.ops.elementwise import Elementwise
 
 FAMILIES = ("mlp", "mlp", "mlp", "deep", "wide", "dag", "linear", "cnn", "cnn", "vision", "vision", "overflow")
+SEQUENCE_FAMILIES = ("sequence",)  # attention, norms, recurrence: in the fuzzer and their own property test
 ACTIVATIONS = ((), ("relu",), ("relu",), ("relu",), ("ramp",), ("relu", "ramp"), ("ramp", "relu"), ("relu", "relu"))
 # with every other registered activation of the line-fitting machine ("any"), alone and beside ReLU
 EVERY_ACTIVATION = ACTIVATIONS + (("any",), ("any",), ("any", "relu"), ("relu", "any"), ("any", "any"))
@@ -389,6 +390,72 @@ def _vision(c: Choices, generator: torch.Generator, every=ACTIVATIONS) -> tuple[
     return nn.Sequential(*layers), start
 
 
+class _Attend(nn.Module):
+    """Self-attention of one of three spellings (``nn.MultiheadAttention`` with a constant causal mask or none,
+    ``F.scaled_dot_product_attention``, hand-written ``softmax(q kᵀ/√d) v`` by ``einsum``), with a residual."""
+
+    def __init__(self, kind: str, features: int, heads: int, causal: bool, length: int) -> None:
+        super().__init__()
+        self.kind, self.causal = kind, causal
+        self.mha = nn.MultiheadAttention(features, heads, batch_first=True) if kind == "mha" else None
+        self.qkv = nn.Linear(features, 3 * features)
+        self.register_buffer("mask", torch.ones(length, length, dtype=torch.bool).triu(1))
+
+    def forward(self, x):
+        if self.kind == "mha":
+            return x + self.mha(x, x, x, attn_mask=self.mask if self.causal else None, need_weights=False)[0]
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.kind == "sdpa":
+            return x + F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], is_causal=self.causal)[:, 0]
+        scores = torch.einsum("bqd,bkd->bqk", q, k) / q.shape[-1] ** 0.5
+        if self.causal:
+            scores = scores.masked_fill(self.mask, float("-inf"))
+        return x + torch.einsum("bqk,bkd->bqd", scores.softmax(-1), v)
+
+
+class _Sequence(nn.Module):
+    """A recurrent layer's output sequence."""
+
+    def __init__(self, rnn: nn.Module) -> None:
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+def _sequence(c: Choices, generator: torch.Generator) -> tuple[nn.Module, tuple]:
+    """A small net of the sequence models' ops on ``(length, features)``: attention (three spellings, causal or
+    not), layer norm, a GELU feed-forward block, a GRU / LSTM, a softmax gate (``x · softmax(x)``), log-softmax
+    by ``logsumexp``; then the first position or the mean over positions, and a head."""
+    length, features = c.integer(2, 4), c.choice([2, 4, 6])
+    layers: list = []
+    for _ in range(c.integer(1, 3)):
+        kind = c.choice(["mha", "sdpa", "einsum", "norm", "ff", "rnn", "gate", "log_softmax"])
+        if kind in ("mha", "sdpa", "einsum"):
+            layers.append(_Attend(kind, features, c.choice([1, 2]), c.boolean(), length))
+        elif kind == "norm":
+            layers.append(nn.LayerNorm(features, elementwise_affine=c.boolean()))
+        elif kind == "ff":
+            layers.append(Residual(nn.Sequential(nn.Linear(features, 2 * features), nn.GELU(),
+                                                 nn.Linear(2 * features, features)), c.boolean()))
+        elif kind == "rnn":
+            layers.append(_Sequence(c.choice([nn.GRU, nn.LSTM])(features, features, batch_first=True)))
+        elif kind == "gate":
+            layers.append(Lambda(lambda t: t * t.softmax(-1)))
+        else:
+            layers.append(Lambda(lambda t: t - torch.logsumexp(t, -1, keepdim=True)))
+    scale = c.choice([1.0, 1.0, 0.3, 3.0])
+    with torch.no_grad():
+        for layer in layers:
+            for p in layer.parameters():
+                p.mul_(scale)
+    pool = c.choice(["first", "mean"])
+    layers.append(Lambda((lambda t: t[:, 0]) if pool == "first" else (lambda t: t.mean(1))))
+    layers.append(nn.Linear(features, c.integer(1, 3)))
+    return nn.Sequential(*layers), (length, features)
+
+
 def random_perturbation(c: Choices, x0: torch.Tensor):
     """An L∞ or L2 ball (maybe clipped by a domain that cuts it, numbers or per-element tensors; maybe
     per-example radii, some 0), or a box with some degenerate coordinates."""
@@ -436,6 +503,8 @@ def random_case(c: Choices, families: Sequence[str] = FAMILIES, training: bool =
         model, shape = _cnn(c, g, every)
     elif family == "vision":
         model, shape = _vision(c, g, every)
+    elif family == "sequence":
+        model, shape = _sequence(c, g)
     elif family == "dag":
         width = c.integer(1, 8)
         kind = c.choice(["relu", "ramp", "any"] if every_activation else ["relu", "ramp"])

@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from boundgraph import BoundedModule, LinfBall, ParamRamp
 from tests.helpers import METHODS, assert_sound, cases, cnns, mlps, perturbations, random_spec
+from tests.random_models import SEQUENCE_FAMILIES
 
 
 @settings(max_examples=max(60, settings.default.max_examples))
@@ -17,6 +18,16 @@ def test_every_bound_of_every_method_holds_on_random_models_of_every_family(case
     bm = BoundedModule(case.model, case.x0)
     for method in METHODS:
         assert_sound(bm, case.x0, case.perturbation, method, case.C, n=8)
+
+
+@settings(max_examples=10, deadline=None)
+@given(cases(SEQUENCE_FAMILIES))
+def test_every_bound_of_every_method_holds_on_random_sequence_models(case):
+    """Attention of three spellings (causal or not), layer norm, GELU feed-forward, GRU / LSTM, softmax gates and
+    log-softmax, stacked at random, on random perturbation sets and specifications."""
+    bm = BoundedModule(case.model, case.x0)
+    for method in METHODS:
+        assert_sound(bm, case.x0, case.perturbation, method, case.C, n=4)
 
 
 @given(st.one_of(mlps(), cnns()), st.integers(1, 4), st.integers(0, 2**16), st.data())

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import builtins
 import inspect
-import math
 import operator
 import re
 from dataclasses import dataclass
