@@ -31,7 +31,7 @@ class Reshape(Rule):
         if in_shape is None or out is None or not out or out[0] != in_shape[0]:
             error = call.fail(f"a reshape from {in_shape} to {out} does not keep the batch dimension first")
             for k in range(2, len(in_shape or ()) + 1):  # x.view(-1, d): rows of the batch and the next dims
-                if out and out[0] == math.prod(in_shape[:k]) and tuple(out[1:]) == tuple(in_shape[k:]):
+                if len(out) > 1 and out[0] == math.prod(in_shape[:k]) and tuple(out[1:]) == tuple(in_shape[k:]):
                     error.fold = (call.arg(0, "input"), tuple(in_shape[1:k]))  # the pass may still take it apart
             raise error
         return (call.arg(0, "input"),), dict(shape=tuple(out[1:]))

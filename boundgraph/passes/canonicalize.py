@@ -262,6 +262,8 @@ class _Canonicalizer:
                     if traced.how == "export" else "")
             raise UnsupportedOpError.several(self.missing, note)
         result = self.env.get(output.name) if isinstance(output, fx.Node) else None
+        if isinstance(result, (_Permuted, _Folded)):  # returned with the batch moved or folded: that op's error
+            raise result.error
         if not isinstance(result, Ref) or result.name not in self.varying or not self.is_tensor_node(result):
             what = type(traced.values.get(output.name) if isinstance(output, fx.Node) else output).__name__
             raise UnsupportedOpError("output", "output", "", f"the model must return a single tensor that depends on "
