@@ -42,7 +42,9 @@ class WorstCaseCrossEntropy(nn.Module):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dm-small", choices=["dm-small", "dm-medium", "dm-large"])  # MNIST-shaped
+    parser.add_argument("--model", default="dm-small", choices=sorted(MODELS))
+    parser.add_argument("--shape", type=int, nargs=3, default=None, help="input (channels, height, width); default "
+                        "1×28×28, 3×32×32 for dm-large and cnn7")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--spelling", default="logsumexp", choices=["logsumexp", "exp"])
@@ -51,8 +53,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = MODELS[args.model]()
-    x, y = torch.rand(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
+    shape = args.shape or ((3, 32, 32) if args.model in ("dm-large", "cnn7") else (1, 28, 28))
+    model = MODELS[args.model](in_channels=shape[0], size=shape[1])
+    x, y = torch.rand(args.batch, *shape), torch.randint(0, 10, (args.batch,))
     C, ptb = margin_spec(y, 10), LinfBall(args.eps, clip=(0, 1))
     rows, fused = BoundedModule(model, x), BoundedModule(WorstCaseCrossEntropy(model, args.spelling), (x, C))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
