@@ -129,8 +129,7 @@ def permutation_dims(spelling, args: tuple, kwargs: dict, rank: int) -> list:
     return [_dim(d, rank) for d in dims]
 
 
-@rule("permute", spellings=(torch.permute, method("permute"), aten.permute.default, torch.transpose, method("transpose"),
-                            aten.transpose.int, torch.swapaxes, method("swapaxes"), torch.movedim, method("movedim")))
+@rule("permute", spellings=_PERMUTATIONS)
 class Permute(Structural):
     """``x.permute(dims)``, with the batch kept first (``transpose``, ``swapaxes``, ``movedim`` are permutations)."""
 

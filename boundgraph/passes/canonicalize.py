@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -36,18 +37,14 @@ from ..errors import UnsupportedOpError
 from ..ir import BoundGraph, Node, Ref
 from ..ops import RULES, SPELLINGS, Call
 from ..ops.base import Parts, Several, _spelling_name, method
-from ..ops.structure import _PERMUTATIONS, permutation_dims
+from ..ops.structure import permutation_dims
 from ..ops.constant import Slot
 from ..trace import Traced, user_source
 from .shapes import resolve
 
 
-_RESHAPES = (method("view"), method("reshape"), torch.reshape, torch.ops.aten.view.default, torch.ops.aten.reshape.default,
-             torch.ops.aten._unsafe_view.default)
 _ADDMM = (torch.addmm, method("addmm"), torch.ops.aten.addmm.default)
-_ROW_MATMULS = (torch.mm, method("mm"), torch.matmul, method("matmul"), operator.matmul, torch.ops.aten.mm.default,
-                torch.ops.aten.matmul.default)
-_ROW_LINEAR = (torch.nn.functional.linear, torch.ops.aten.linear.default)
+_ROW_LINEAR = (torch.nn.functional.linear, torch.ops.aten.linear.default)  # the function: a module's weight is its own
 
 
 def _swap_first(value: Any) -> Any:
@@ -340,7 +337,7 @@ class _Canonicalizer:
             return tuple(self.take(p, i, n, source) for i in range(length))
         if args[0] is p and isinstance(index, int):
             return self.take(p, index, n, source)
-        if spelling in _PERMUTATIONS and args[0] is p:  # composed with the permutation that moved the batch
+        if SPELLINGS.get(spelling) == "permute" and args[0] is p:  # composed with the permutation that moved the batch
             dims = [p.dims[d] for d in permutation_dims(spelling, args, kwargs, len(p.dims))]
             if dims[0] != 0:
                 return _Permuted(p.source, tuple(dims), p.error)
@@ -375,37 +372,30 @@ class _Canonicalizer:
                      value: Any) -> Any:
         """A row-wise affine map of folded rows, computed on the batch-first tensor (and folded again), or the
         reshape that unfolds them; anything else is the fold's error."""
-        rows = (self.examples[p.source.name].shape[0],) + p.lead if isinstance(value, torch.Tensor) else None
-        constant = lambda r: not (isinstance(r, Ref) and r.name in self.perturbable)  # noqa: E731
-        if rows is not None and spelling in _RESHAPES and args[0] is p:
-            if tuple(value.shape[:len(rows)]) == rows:  # unfolded: the batch first again
+        if isinstance(value, torch.Tensor) and (spelling in _ADDMM or (args and args[0] is p)):
+            rows = (self.examples[p.source.name].shape[0],) + p.lead
+            unfolded = value.reshape(rows + tuple(value.shape[1:])) if value.shape[0] == math.prod(rows) else None
+            constant = lambda r: not (isinstance(r, Ref) and r.name in self.perturbable)  # noqa: E731
+            kind = SPELLINGS.get(spelling)
+            if kind == "reshape" and tuple(value.shape[:len(rows)]) == rows:  # unfolded: the batch first again
                 shape = tuple(value.shape[1:])
                 if shape == tuple(self.graph[p.source.name].shape[1:]):
                     return p.source
                 return self.add(Node(n.name, "reshape", (p.source,), dict(shape=shape), source), value)
-        weight, bias, alpha, beta = None, None, 1, 1
-        if spelling in _ADDMM and len(args) >= 3 and args[1] is p:
-            bias, weight = args[0], args[2]
-            alpha, beta = kwargs.get("alpha", 1), kwargs.get("beta", 1)
-        elif spelling in _ROW_MATMULS and len(args) >= 2 and args[0] is p:
-            weight = args[1]
-        elif spelling in _ROW_LINEAR and args[0] is p:
-            weight = None if len(args) < 2 else args[1]
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if isinstance(weight, Ref) and constant(weight) and constant(bias):
-                out = value.reshape(rows + tuple(value.shape[1:]))
-                return _Folded(self.add(Node(n.name, "linear", (p.source, weight, bias), {}, source), out),
-                               p.lead, p.error)
-            weight = None
-        if isinstance(weight, Ref) and constant(weight) and constant(bias) and alpha == 1 and beta == 1:
-            out = value.reshape(rows + tuple(value.shape[1:]))
-            if bias is None:
-                return _Folded(self.add(Node(n.name, "matmul", (p.source, weight), {}, source), out), p.lead,
-                               p.error)
-            product = self.add(Node(self.graph.fresh_name(f"{n.name}_product"), "matmul", (p.source, weight), {},
-                                    source), out)
-            return _Folded(self.add(Node(n.name, "add", (product, bias), dict(alpha=1), source), out), p.lead,
-                           p.error)
+            node = None
+            if spelling in _ADDMM and len(args) >= 3 and args[1] is p and constant(args[0]) and constant(args[2]) \
+                    and kwargs.get("alpha", 1) == 1 and kwargs.get("beta", 1) == 1:
+                product = self.add(Node(self.graph.fresh_name(f"{n.name}_product"), "matmul", (p.source, args[2]),
+                                        {}, source), unfolded)
+                node = Node(n.name, "add", (product, args[0]), dict(alpha=1), source)
+            elif kind == "matmul" and len(args) >= 2 and constant(args[1]):
+                node = Node(n.name, "matmul", (p.source, args[1]), {}, source)
+            elif spelling in _ROW_LINEAR and len(args) >= 2 and constant(args[1]):
+                bias = args[2] if len(args) > 2 else kwargs.get("bias")
+                if constant(bias):
+                    node = Node(n.name, "linear", (p.source, args[1], bias), {}, source)
+            if node is not None and unfolded is not None:
+                return _Folded(self.add(node, unfolded), p.lead, p.error)
         p.error.module = p.error.module or _module_path(n, self.traced.gm)
         self.missing.append(p.error)
         return _Opaque(n.name)
