@@ -13,7 +13,7 @@ from .guard import (check_batch_dimension, check_fingerprint, check_graph, finge
 from .ir import BoundGraph, Interval
 from .ops import LINE_STRATEGIES
 from .passes import (BOUND_METHODS as SCHEDULED_METHODS, METHODS, attach_rules, canonicalize, eliminate_dead_nodes,
-                     expand_perturbed, fold_batchnorm, fuse_spec, mark_perturbed, propagate_shapes, schedule, use_batch_statistics)
+                     expand_perturbed, fold_batchnorm, fuse_loss, fuse_spec, mark_perturbed, propagate_shapes, schedule, use_batch_statistics)
 from .perturbation import Perturbation
 from .trace import trace
 
@@ -129,13 +129,14 @@ class BoundedModule(nn.Module):
     def program(self, method: str = "crown-ibp", *, perturbed: Optional[Sequence[int]] = None,
                 with_spec: bool = False, bound_lower: bool = True, bound_upper: bool = True,
                 lines: str = "adaptive", batch_statistics: Sequence[str] = (), with_ibp: bool = False,
-                intermediates: bool = False) -> BoundProgram:
+                intermediates: bool = False, loss_fusion: bool = False) -> BoundProgram:
         """The bound program for ``method`` (compiled on first use, then cached); print it to read it.
         ``perturbed``: indices of the perturbed inputs (every floating-point one by default); ``with_spec``: takes ``C``;
         ``batch_statistics``: batch-norm nodes that normalise with the clean batch's statistics
         (those in training mode); ``with_ibp``: also return the output's IBP bounds, from the same pass;
         ``lines="alpha"``: α-CROWN's program, whose lower ReLU slopes come in a dict argument;
-        ``intermediates``: also return every interval computed on the way, by node (``boundgraph.check``)."""
+        ``intermediates``: also return every interval computed on the way, by node (``boundgraph.check``);
+        ``loss_fusion``: bounds ``log(1 + Σ_i exp((C·f)_i))`` instead of ``C·f`` (takes ``C``; ``bounds``)."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
         if lines not in LINE_STRATEGIES + ("alpha",):
@@ -148,11 +149,16 @@ class BoundedModule(nn.Module):
         if not perturbed:
             raise ValueError("at least one input must be perturbed")
         norms = tuple(sorted(batch_statistics))
-        key = (method, perturbed, with_spec, bound_lower, bound_upper, lines, norms, with_ibp, intermediates)
+        if loss_fusion and method == "singleprop":
+            raise ValueError("singleprop propagates deviations, not bounds: loss fusion takes a bound method")
+        with_spec = with_spec or loss_fusion
+        key = (method, perturbed, with_spec, bound_lower, bound_upper, lines, norms, with_ibp, intermediates, loss_fusion)
         if key not in self._programs:
             graph = fold_batchnorm(use_batch_statistics(self._unfolded, set(norms))) if norms else self.graph
             graph = expand_perturbed(mark_perturbed(graph, perturbed))
-            if with_spec:
+            if loss_fusion:
+                graph = fuse_loss(graph)
+            elif with_spec:
                 graph = fuse_spec(graph)
             rules = attach_rules(graph)
             self._programs[key] = emit(graph, rules, schedule(graph, rules, method, with_ibp), bound_lower=bound_lower,
@@ -161,7 +167,7 @@ class BoundedModule(nn.Module):
 
     def bounds(self, x: Inputs, perturbation: Perturbations, method: str = "crown-ibp", C: Optional[Tensor] = None, *,
                bound_lower: bool = True, bound_upper: bool = True, lines: str = "adaptive", beta: float = 1.0,
-               iterations: int = 20, lr: float = 0.1) -> Interval:
+               iterations: int = 20, lr: float = 0.1, loss_fusion: bool = False) -> Interval:
         """``(lower, upper)`` bounds of ``C·model(x')`` for every ``x'`` in the perturbation set:
         ``(batch, specs)`` with ``C`` of shape ``(batch, specs, outputs)``, else the output's shape.
         A bound not asked for (``bound_lower``/``bound_upper``) is None and costs nothing.
@@ -172,6 +178,10 @@ class BoundedModule(nn.Module):
         and ``crown-lbp`` (forward linear bounds, Lyu et al. 2021; one perturbed input), ``alpha-crown``
         (CROWN with lower ReLU slopes optimised by ``iterations`` Adam steps of step size ``lr``, Xu et
         al. 2021). ``lines``: ``adaptive``, ``tight``, ``zero`` or ``one``.
+
+        ``loss_fusion``: bound ``log(1 + Σ_i exp((C·model(x'))_i))`` instead, ``(batch, 1)``; with ``C``'s rows
+        ``e_j − e_y`` (``j ≠ y``) that is the cross entropy at label ``y``, bounded from one backward row
+        (``boundgraph/ops/loss.py``; ``robust_loss(..., fused=True)``).
 
         A bound is never finite and wrong because of overflow: where an intermediate bound overflows,
         the result is −inf (lower) or +inf (upper). Bounds are computed in the model's floating point,
@@ -190,10 +200,15 @@ class BoundedModule(nn.Module):
             raise ValueError("ask for the lower bound, the upper bound, or both")
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must lie in [0, 1], got {beta}")
+        if loss_fusion and method == "alpha-crown":
+            raise ValueError("alpha-crown optimises bounds of C·f for verification; loss fusion takes ibp, crown-ibp, "
+                             "crown, lbp or crown-lbp")
+        if loss_fusion and C is None:
+            raise ValueError("loss_fusion bounds log(1 + Σ exp(C·f)): give C (rows e_j − e_y for the cross entropy)")
         inputs, perturbations = self._checked(x, perturbation, C)
         options = dict(perturbed=[i for i, p in enumerate(perturbations) if p is not None], with_spec=C is not None,
                        bound_lower=bound_lower, bound_upper=bound_upper, lines=lines,
-                       batch_statistics=self.training_norms())
+                       batch_statistics=self.training_norms(), loss_fusion=loss_fusion)
         if beta == 0.0:
             method = "ibp"
         mix = beta < 1.0 and method != "ibp"

@@ -411,6 +411,8 @@ class _Emitter:
         self.line(f"bound = bias + {' + '.join(terms)}")
         if final:
             self.line(f"{t}_crown = split_bounds(bound, {shape}, lower={lower}, upper={upper})")
+            if getattr(self.rules.get(step.node), "terminal", False):  # its lines bound a transform of it
+                self.line(f"{t}_crown = {self.rule(step.node)}.finish({t}_crown, {t}_lines)")
         else:
             self.line(f"{t} = refine({t}, bound, {t}_rows)")
             self.indent -= 1

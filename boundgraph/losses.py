@@ -46,12 +46,21 @@ def worst_case_logits(margin_lower: Tensor, y: Tensor) -> Tensor:
 
 def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, perturbation: Perturbation,
                 method: str = "crown-ibp", beta: float = 1.0, kappa: float = 0.0,
-                return_margins: bool = False, lines: str = "adaptive") -> Union[Tensor, tuple[Tensor, Tensor]]:
+                return_margins: bool = False, lines: str = "adaptive",
+                fused: bool = False) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """The CROWN-IBP objective (Zhang et al. 2020): ``κ·CE(f(x), y) + (1−κ)·CE(−m, y)`` where the margin
     lower bound is ``m = β·m_method + (1−β)·m_IBP`` (``method="ibp"`` means β = 0). Any bound method
     serves (``crown-lbp`` gives CROWN-LBP training, Lyu et al. 2021). ``method="singleprop"`` gives
     SingleProp's objective (Boopathy et al. 2021), ``(1−K)·CE(worst) + K·CE(clean)`` with ``K = κ``: its
     margins come from propagated deviations and are a regulariser, not a certificate.
+
+    ``fused``: loss fusion (Xu et al. 2020). The worst case's cross entropy is bounded as the program's output,
+    ``U ≥ max_{x'} log(1 + Σ_j exp(f_j(x') − f_y(x')))``, from one backward row instead of ``classes − 1``
+    (``boundgraph/ops/loss.py``); the objective is ``κ·CE(f(x), y) + (1−κ)·mean(U)`` with
+    ``U = β·U_method + (1−β)·U_IBP``. ``U`` is an upper bound of the worst-case loss, as ``CE(−m, y)`` is, but
+    a looser one wherever the margins' IBP intervals are wide (its lines are fitted on them); it is ``CE(−m, y)``
+    exactly for IBP. With ``return_margins``, the second value is then ``U`` (``(batch, 1)``): an example is
+    certified by it when ``U < log 2`` (then every margin ``f_j − f_y < 0`` over the set).
 
     ``bm`` is a ``BoundedModule`` or a ``DistributedDataParallel`` around one: every computation goes
     through its ``forward``, so DDP synchronises the gradients of the certified loss. With
@@ -60,12 +69,20 @@ def robust_loss(bm: Union[BoundedModule, nn.Module], x: Tensor, y: Tensor, pertu
     bounded = unwrap(bm)
     check_labels(y, bounded.output_shape, x.shape[0])
     C = margin_spec(y, bounded.output_shape[0], bounded.output_dtype)
-    if method == "singleprop":
-        margin = bm(x, deviations=perturbation, C=C).lower
+    if fused:
+        if method == "singleprop":
+            raise ValueError("loss fusion bounds the worst-case loss; singleprop propagates deviations, not bounds: "
+                             "use fused=False with it")
+        bound = bm(x, perturbation=perturbation, method=method, C=-C, bound_lower=False, lines=lines,
+                   beta=1.0 if method == "ibp" else beta, loss_fusion=True).upper
+        loss = bound.mean()
     else:
-        margin = bm(x, perturbation=perturbation, method=method, C=C, bound_upper=False, lines=lines,
-                    beta=1.0 if method == "ibp" else beta).lower
-    loss = F.cross_entropy(worst_case_logits(margin, y), y)
+        if method == "singleprop":
+            bound = bm(x, deviations=perturbation, C=C).lower
+        else:
+            bound = bm(x, perturbation=perturbation, method=method, C=C, bound_upper=False, lines=lines,
+                       beta=1.0 if method == "ibp" else beta).lower
+        loss = F.cross_entropy(worst_case_logits(bound, y), y)
     if kappa > 0:
         loss = kappa * F.cross_entropy(bm(x), y) + (1 - kappa) * loss
-    return (loss, margin) if return_margins else loss
+    return (loss, bound) if return_margins else loss

@@ -286,7 +286,7 @@ def _intermediates(bm: BoundedModule, inputs: tuple, perturbations: tuple, C: Op
     program = bm.program("crown" if method == "alpha-crown" else method,
                          perturbed=[i for i, p in enumerate(perturbations) if p is not None], with_spec=C is not None,
                          lines=options.get("lines", "adaptive"), intermediates=True,
-                         batch_statistics=bm.training_norms())
+                         batch_statistics=bm.training_norms(), loss_fusion=options.get("loss_fusion", False))
     if plain:
         return program, {}, {}
     _, intervals, relaxations = program(bm.core, inputs, perturbations, C)

@@ -6,7 +6,7 @@ from .perturbed import mark_perturbed
 from .rules import attach_rules, expand_perturbed
 from .schedule import BOUND_METHODS, METHODS, Schedule, Step, schedule
 from .shapes import evaluate, propagate_shapes
-from .spec import fuse_spec
+from .spec import fuse_loss, fuse_spec
 
 __all__ = ["canonicalize", "propagate_shapes", "evaluate", "eliminate_dead_nodes", "fold_batchnorm", "use_batch_statistics",
-           "mark_perturbed", "fuse_spec", "attach_rules", "expand_perturbed", "schedule", "Schedule", "Step", "METHODS", "BOUND_METHODS"]
+           "mark_perturbed", "fuse_spec", "fuse_loss", "attach_rules", "expand_perturbed", "schedule", "Schedule", "Step", "METHODS", "BOUND_METHODS"]

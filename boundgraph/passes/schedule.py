@@ -9,6 +9,8 @@
 - ``lbp`` (Lyu et al. 2021): forward linear bounds in the input for every perturbed node, concretised
   where a nonlinear node needs its input's bounds, and at the output.
 - ``crown-lbp`` (Lyu et al. 2021): LBP for the nonlinear nodes' inputs, then one backward CROWN sweep.
+- A ``terminal`` output rule (a loss that ends the program, ``boundgraph/ops/loss.py``) is swept like any
+  nonlinear node; its rule's ``finish`` maps the sweep's bounds back, and LBP takes its interval.
 - ``singleprop`` (Boopathy et al. 2021): IBP's pass with SingleProp's transfer through nonlinear nodes
   (a training regulariser, not a bound).
 
@@ -52,7 +54,8 @@ def schedule(graph: BoundGraph, rules: dict[str, Rule], method: str, with_ibp: b
 
     if method in ("lbp", "crown-lbp"):
         return _linear_schedule(graph, method, topo, live, nonlinear, pre_activations,
-                                sweep_from(graph, rules, topo, nonlinear))
+                                sweep_from(graph, rules, topo, nonlinear), getattr(rules.get(graph.output), "terminal",
+                                                                                  False))
     if method in ("ibp", "singleprop") or with_ibp:
         need_interval = {n for n in live if graph[n].perturbed}
     else:
@@ -95,13 +98,14 @@ def sweep_from(graph: BoundGraph, rules: dict[str, Rule], topo: list[str], nonli
 
 
 def _linear_schedule(graph: BoundGraph, method: str, topo: list[str], live: set[str], nonlinear: list[str],
-                     pre_activations: set[str], sweep) -> Schedule:
+                     pre_activations: set[str], sweep, terminal: bool = False) -> Schedule:
+    """LBP's steps; a ``terminal`` output (a loss that ends the program) gets its interval from its input's."""
     perturbed_inputs = [n for n in graph.inputs() if n.perturbed]
     if len(perturbed_inputs) != 1:
         raise ValueError(f"{method} keeps linear bounds in one perturbed input; "
                          f"{len(perturbed_inputs)} inputs are perturbed here")
     output = graph.output
-    concrete = set(pre_activations) | ({output} if method == "lbp" else set())
+    concrete = set(pre_activations) | ({output} if method == "lbp" and not terminal else set())
     need_linear: set[str] = set()
     for name in concrete:
         need_linear |= {a for a in graph.ancestors(name) if graph[a].perturbed}
@@ -112,9 +116,11 @@ def _linear_schedule(graph: BoundGraph, method: str, topo: list[str], live: set[
         if not graph[name].perturbed:
             steps.append(Step("value", name))
             continue
-        if name in nonlinear:
+        if name in nonlinear and not (terminal and name == output and method == "lbp"):
             steps.append(Step("lines", name))
-        if name in need_linear:
+        if terminal and name == output:
+            steps.append(Step("interval", name))
+        elif name in need_linear:
             steps.append(Step("linear", name))
         elif graph[name].op == "input":  # the final sweep concretises at the input (no activation before it)
             steps.append(Step("interval", name))

@@ -1,6 +1,7 @@
-"""Pass: append the output specification ``C`` (``(batch, specs, outputs)``) to the graph, fused into
+"""Passes: append the output specification ``C`` (``(batch, specs, outputs)``) to the graph, fused into
 the last linear layer when there is one: ``C(Wx + b) = (CW)x + Cb`` (Zhang et al. 2020). IBP through
-the fused layer is tighter than IBP followed by ``C``, and CROWN starts one layer earlier."""
+the fused layer is tighter than IBP followed by ``C``, and CROWN starts one layer earlier. ``fuse_loss`` then
+appends the cross entropy of those margins (loss fusion, ``boundgraph/ops/loss.py``)."""
 from __future__ import annotations
 
 import math
@@ -37,3 +38,15 @@ def fuse_spec(graph: BoundGraph) -> BoundGraph:
     out.add(head)
     out.output = head.name
     return eliminate_dead_nodes(out)
+
+
+def fuse_loss(graph: BoundGraph) -> BoundGraph:
+    """The spec fused as ``fuse_spec`` does, then ``log(1 + Σ_i exp((C·f)_i))`` of its rows as the output: with
+    ``C``'s rows ``e_j − e_y``, the cross entropy of ``f`` at label ``y``."""
+    out = fuse_spec(graph)
+    margins = out[out.output]
+    loss = Node(out.fresh_name("fused_cross_entropy"), "fused_cross_entropy", (Ref(margins.name),), {},
+                margins.source, (1, 1), margins.perturbed)
+    out.add(loss)
+    out.output = loss.name
+    return out

@@ -48,6 +48,7 @@ def test_a_config_file_sets_flags_and_the_command_line_overrides_it(tmp_path):
     ("singleprop", "relu", []),
     ("gloro", "relu", ["--norm", "l2", "--eps-train", "0.5", "--eps-test", "0.5"]),
     ("ibp", "paramramp", ["--l2-eps-test", "0.5"]),
+    ("crown-ibp", "relu", ["--loss-fusion", "--beta-end", "0.5"]),
 ])
 def test_every_method_and_activation_trains_and_is_verified(tmp_path, method, activation, extra):
     results = main(FAST + ["--model", "mlp-small", "--epochs", "2", "--schedule-start", "0", "--schedule-length", "1",
@@ -66,6 +67,11 @@ def test_every_method_and_activation_trains_and_is_verified(tmp_path, method, ac
 def test_gloro_needs_the_l2_norm():
     with pytest.raises(SystemExit):
         parse(["--method", "gloro"])
+
+
+def test_loss_fusion_needs_a_bound_method():
+    with pytest.raises(SystemExit):
+        parse(["--method", "singleprop", "--loss-fusion"])
 
 
 def test_a_data_dir_that_does_not_exist_fails_before_the_first_epoch(tmp_path):
