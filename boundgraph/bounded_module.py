@@ -48,7 +48,10 @@ class BoundedModule(nn.Module):
 
     ``bm(x)`` is ``model(x)``; ``bm.bounds(x, perturbation, method, C)`` bounds ``C·model(x')`` (or
     ``model(x')`` without ``C``) over every ``x'`` in the perturbation set, differentiably in the
-    model's own, live parameters. ``bm(x, perturbation=..., method=...)`` is ``bm.bounds`` through
+    model's own, live parameters. ``compile=True`` (or a ``torch.compile`` backend's name) runs every bound
+    program through ``torch.compile``: each program compiles on first use (tens of seconds on a CPU) and is
+    cached; where the backend cannot compile, a warning says so and the program runs eagerly.
+    ``bm(x, perturbation=..., method=...)`` is ``bm.bounds`` through
     ``forward``, so a ``DistributedDataParallel`` wrapped around a ``BoundedModule`` syncs its gradients.
 
     The model must stay the model it was compiled from: a swapped module, a new parameter, a changed
@@ -56,8 +59,11 @@ class BoundedModule(nn.Module):
     ``ModelChangedError``/``ValueError`` instead of bounding a stale graph (``boundgraph.guard``).
     """
 
-    def __init__(self, model: nn.Module, example_input: Inputs) -> None:
+    def __init__(self, model: nn.Module, example_input: Inputs, compile: Union[bool, str] = False) -> None:
         super().__init__()
+        if not isinstance(compile, (bool, str)):
+            raise ValueError(f"compile must be True, False or a torch.compile backend name, got {compile!r}")
+        self.compile_backend: Optional[str] = ("inductor" if compile is True else compile) or None
         self.model = model
         core = unwrap(model)
         inputs = _as_tuple(example_input)
@@ -161,8 +167,10 @@ class BoundedModule(nn.Module):
             elif with_spec:
                 graph = fuse_spec(graph)
             rules = attach_rules(graph)
-            self._programs[key] = emit(graph, rules, schedule(graph, rules, method, with_ibp), bound_lower=bound_lower,
-                                       bound_upper=bound_upper, lines=lines, intermediates=intermediates)
+            program = emit(graph, rules, schedule(graph, rules, method, with_ibp), bound_lower=bound_lower,
+                           bound_upper=bound_upper, lines=lines, intermediates=intermediates)
+            backend = getattr(self, "compile_backend", None)  # (absent from modules pickled before it existed)
+            self._programs[key] = program.compile(backend) if backend else program
         return self._programs[key]
 
     def bounds(self, x: Inputs, perturbation: Perturbations, method: str = "crown-ibp", C: Optional[Tensor] = None, *,

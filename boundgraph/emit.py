@@ -76,13 +76,19 @@ def nan_where_unbounded(x: Interval, result: Any, *constants: Any) -> Any:
     neuron dead (every comparison with NaN is false) and clamp ``[−inf, −inf]`` to ``[0, 0]``, although
     the overflowed sum behind it may hide any value. NaN reaches every bound computed from it (``0·NaN``
     is NaN), and the program's output turns it into a vacuous ±inf (``vacuous``)."""
-    if any(isinstance(c, Tensor) and c.is_floating_point() and not bool(torch.isfinite(c).all()) for c in constants):
+    compiling = torch.compiler.is_compiling()  # no data-dependent branch: a compiled program stays one graph
+    floating = [c for c in constants if isinstance(c, Tensor) and c.is_floating_point()]
+    if not compiling and any(not bool(torch.isfinite(c).all()) for c in floating):
         return type(result)(*(t if t is None or not t.is_floating_point() else torch.full_like(t, math.nan)
                               for t in result))
-    if x.lower.device.type == "cpu" and _finite_widths(x):
+    if not compiling and x.lower.device.type == "cpu" and _finite_widths(x):
         return result  # the common case, decided by two reductions instead of four elementwise passes
     bad = ~torch.isfinite(x.upper - x.lower)
     per_example = bad.reshape(bad.shape[0], -1).any(1)
+    if compiling:
+        for c in floating:
+            per_example = per_example | ~torch.isfinite(c).all()
+        bad = bad | per_example.view(-1, *([1] * (bad.dim() - 1)))
 
     def mark(t: Any) -> Any:
         if t is None or not t.is_floating_point():
@@ -132,8 +138,34 @@ def concretize_linear(bounds: LinearBounds, perturbation: Any, x: Tensor) -> Int
     return Interval(lower, upper)
 
 
+def compiled(fn: Callable, backend: str) -> Callable:
+    """``fn`` through ``torch.compile`` with ``backend`` (compiled on its first call, then cached by torch per input
+    shape); if the backend cannot compile it (no C++ compiler for inductor, an unsupported op), a warning says so
+    and ``fn`` runs eagerly from then on. Errors of the program itself (a refused input) pass through."""
+    import warnings
+
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    state = {"fn": torch.compile(fn, backend=backend)}
+
+    def run(*args):
+        try:
+            return state["fn"](*args)
+        except BackendCompilerFailed as error:
+            if state["fn"] is fn:
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            warnings.warn(f"torch.compile (backend {backend!r}) could not compile this bound program ({reason}); it "
+                          "runs eagerly", RuntimeWarning, stacklevel=3)
+            state["fn"] = fn
+            return fn(*args)
+
+    return run
+
+
 class BoundProgram:
-    """A compiled bound program; call it, or print it to read it."""
+    """A compiled bound program; call it, or print it to read it. ``compile(backend)`` runs it through
+    ``torch.compile`` from then on."""
 
     def __init__(self, name: str, code: str, fn: Callable, graph: BoundGraph, intermediates: bool = False) -> None:
         self.name, self.code, self.fn, self.graph, self.intermediates = name, code, fn, graph, intermediates
@@ -150,6 +182,11 @@ class BoundProgram:
             result, *extra = result
         result = vacuous(result) if isinstance(result, Interval) else tuple(vacuous(r) for r in result)
         return (result, *extra) if extra else result
+
+    def compile(self, backend: str = "inductor") -> "BoundProgram":
+        """Run this program through ``torch.compile`` (``compiled``); returns it."""
+        self.fn = compiled(self.fn, backend)
+        return self
 
     def __str__(self) -> str:
         return self.code

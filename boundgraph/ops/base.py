@@ -302,8 +302,23 @@ class Nonlinear(Rule):
         return lines.lower_slope * z, lines.lower_bias, lines.upper_slope * z, lines.upper_bias
 
     def backward(self, A: Tensor, lines: Lines, **attrs: Any) -> tuple[tuple, Any]:  # type: ignore[override]
-        new_A, bias = _ThroughLines.apply(A, *lines)
+        new_A, bias = through_lines(A, *lines)
         return (new_A,), bias
+
+
+def through_lines(A: Tensor, lower_slope: Tensor, lower_bias: Optional[Tensor], upper_slope: Tensor,
+                  upper_bias: Tensor) -> tuple[Tensor, Tensor]:
+    """``A' = A⁺·s_l + A⁻·s_u``, ``bias = A⁺·b_l + A⁻·b_u``: by the hand-written ``_ThroughLines`` eagerly, by
+    plain ops under ``torch.compile`` (which fuses their passes, and traces no ``autograd.Function`` whose inputs
+    repeat)."""
+    if not torch.compiler.is_compiling():
+        return _ThroughLines.apply(A, lower_slope, lower_bias, upper_slope, upper_bias)
+    positive = A.clamp(min=0)
+    new_A = A * upper_slope.unsqueeze(1) + positive * (lower_slope - upper_slope).unsqueeze(1)
+    bias = spec_dot(A, upper_bias) - spec_dot(positive, upper_bias)
+    if lower_bias is not None:
+        bias = bias + spec_dot(positive, lower_bias)
+    return new_A, bias
 
 
 class _ThroughLines(torch.autograd.Function):
@@ -350,7 +365,7 @@ def _scale_pair(coef: Tensor, bias: Tensor, other_coef: Tensor, other_bias: Tens
                 slope: Tensor) -> tuple[Tensor, Tensor]:
     """``slope⁺·(coef, bias) + slope⁻·(other_coef, other_bias)``, slopes broadcast over the input slices;
     one pass when no slope is negative (monotone σ)."""
-    if bool((slope >= 0).all()):
+    if not torch.compiler.is_compiling() and bool((slope >= 0).all()):
         return coef * slope.unsqueeze(1), bias * slope
     positive, negative = slope.clamp(min=0), slope.clamp(max=0)
     return (coef * positive.unsqueeze(1) + other_coef * negative.unsqueeze(1),

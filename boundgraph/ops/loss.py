@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..ir import Interval
-from .base import Lines, Nonlinear, RULES, _ThroughLines, rule
+from .base import Lines, Nonlinear, RULES, rule, through_lines
 
 
 class TerminalLines(NamedTuple):
@@ -69,7 +69,7 @@ class FusedCrossEntropy(Nonlinear):
     def backward(self, A: Tensor, lines: TerminalLines) -> tuple[tuple, Tensor]:  # type: ignore[override]
         """``A`` (``(batch, rows, 1)``) over S: the same coefficient on every margin's lines, plus ``A·exp(−s)``."""
         spread = A.expand(*A.shape[:2], lines.lower_slope.shape[1])
-        new_A, bias = _ThroughLines.apply(spread, *lines[:4])
+        new_A, bias = through_lines(spread, *lines[:4])
         return (new_A,), bias + A[..., 0] * torch.exp(-lines.shift)
 
     def finish(self, bounds: Interval, lines: TerminalLines) -> Interval:

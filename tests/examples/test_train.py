@@ -48,7 +48,7 @@ def test_a_config_file_sets_flags_and_the_command_line_overrides_it(tmp_path):
     ("singleprop", "relu", []),
     ("gloro", "relu", ["--norm", "l2", "--eps-train", "0.5", "--eps-test", "0.5"]),
     ("ibp", "paramramp", ["--l2-eps-test", "0.5"]),
-    ("crown-ibp", "relu", ["--loss-fusion", "--beta-end", "0.5"]),
+    ("crown-ibp", "relu", ["--no-loss-fusion", "--beta-end", "0.5"]),
 ])
 def test_every_method_and_activation_trains_and_is_verified(tmp_path, method, activation, extra):
     results = main(FAST + ["--model", "mlp-small", "--epochs", "2", "--schedule-start", "0", "--schedule-length", "1",
@@ -69,7 +69,9 @@ def test_gloro_needs_the_l2_norm():
         parse(["--method", "gloro"])
 
 
-def test_loss_fusion_needs_a_bound_method():
+def test_loss_fusion_is_on_for_bound_methods_and_needs_one():
+    assert parse([]).loss_fusion and parse(["--method", "ibp"]).loss_fusion
+    assert not parse(["--no-loss-fusion"]).loss_fusion and not parse(["--method", "singleprop"]).loss_fusion
     with pytest.raises(SystemExit):
         parse(["--method", "singleprop", "--loss-fusion"])
 
