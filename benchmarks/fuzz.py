@@ -2,7 +2,8 @@
 activation-free and float32-overflowing nets, nets of the vision zoos' ops (max and adaptive pooling, cat,
 shuffles, pads, upsampling), sequence nets (attention of three spellings, layer norm, GRU / LSTM, softmax
 gates, einsum), ParamRamp, two activations in a row, training-mode batch norm, extreme weights;
-clipped, per-example and degenerate perturbation sets) for a time budget, every method on each, ``boundgraph.check`` comparing every bound with sampled, corner and PGD points.
+clipped, per-example and degenerate perturbation sets) for a time budget, every method on each (and each but
+α-CROWN on the fused cross entropy of a random spec, ``loss_fusion``), ``boundgraph.check`` comparing every bound with sampled, corner and PGD points.
 
     python benchmarks/fuzz.py --minutes 20               # prints a table; exit status 1 on any failure
     python benchmarks/fuzz.py --replay 1234              # one case again, with its full report
@@ -14,6 +15,7 @@ failure is printed with the seed that replays it.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import traceback
@@ -39,14 +41,19 @@ def run_case(seed: int, methods, points: int, pgd_steps: int, verbose: bool = Fa
     except Exception as error:  # noqa: BLE001  (the generator builds only supported models: any error is a crash)
         return {"case": case, "tally": tally + Counter(crashes=1),
                 "failures": [f"seed {seed} {case!r}: compile: {type(error).__name__}: {error}"]}
-    for method in methods:
-        options = {"iterations": 5} if method == "alpha-crown" else {}
+    outputs = math.prod(bm.output_shape)
+    fused_spec = case.C if case.C is not None else torch.randn(
+        case.x0.shape[0], 3, outputs, generator=torch.Generator().manual_seed(seed), dtype=case.x0.dtype)
+    runs = [(m, {"iterations": 5} if m == "alpha-crown" else {}) for m in methods]
+    runs += [(m, {"loss_fusion": True}) for m in methods if m != "alpha-crown"]  # the fused cross entropy too
+    for method, options in runs:
+        name = method + (" fused" if options.get("loss_fusion") else "")
         try:
-            report = check(bm, case.x0, case.perturbation, method, case.C, points=points, pgd_steps=pgd_steps,
-                           seed=seed, **options)
+            report = check(bm, case.x0, case.perturbation, method, fused_spec if options.get("loss_fusion") else case.C,
+                           points=points, pgd_steps=pgd_steps, seed=seed, **options)
         except Exception as error:  # noqa: BLE001
             tally["crashes"] += 1
-            failures.append(f"seed {seed} {case!r} {method}: {type(error).__name__}: {error}"
+            failures.append(f"seed {seed} {case!r} {name}: {type(error).__name__}: {error}"
                             + (f"\n{traceback.format_exc()}" if verbose else ""))
             continue
         tally["checks"] += 1

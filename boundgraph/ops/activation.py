@@ -35,19 +35,21 @@ class ReLU(Nonlinear):
         return x.clamp(min=0)
 
     def lines(self, lower: Tensor, upper: Tensor, strategy: str) -> Lines:
+        """Without case analysis (few passes, and few in autograd's backward): with ``u⁺ = max(u, 0)`` and
+        ``l⁻ = min(l, 0)``, the upper line is ``u⁺/(u⁺ − l⁻)·(z − l⁻)``: the chord when unstable, ``z`` when active
+        (``l⁻ = 0``: slope ``u/u = 1`` exactly), ``0`` when inactive (``u⁺ = 0``); ``u = l = 0`` divides by the
+        smallest normal number instead of 0 (slope 0 where ``z = 0`` exactly). The adaptive lower slope,
+        ``[u + l > 0]``, is 1 where active, 0 where inactive, and CROWN's choice where unstable."""
+        positive, negative = upper.clamp(min=0), lower.clamp(max=0)
+        upper_slope = positive / (positive - negative).clamp(min=torch.finfo(lower.dtype).tiny)
+        upper_bias = -upper_slope * negative
+        if strategy == "adaptive":
+            return Lines((upper + lower > 0).to(lower.dtype), None, upper_slope, upper_bias)
+        if strategy not in ("zero", "one", "tight"):
+            raise ValueError(f"relu: unknown line strategy {strategy!r}")
         active = (lower >= 0).to(lower.dtype)
         unstable = (lower < 0) & (upper > 0)
-        # u − l > 0 wherever the neuron is unstable; elsewhere divide by 1 (no inf, so no NaN gradient)
-        slope = upper / torch.where(unstable, upper - lower, torch.ones_like(lower))
-        upper_slope = torch.where(unstable, slope, active)
-        upper_bias = torch.where(unstable, -slope * lower, torch.zeros_like(lower))
-        if strategy == "adaptive":
-            alpha = (upper > -lower).to(lower.dtype)
-        elif strategy in ("zero", "one", "tight"):
-            alpha = torch.full_like(lower, 1.0 if strategy == "one" else 0.0)
-        else:
-            raise ValueError(f"relu: unknown line strategy {strategy!r}")
-        lower_slope = torch.where(unstable, alpha, active)
+        lower_slope = torch.where(unstable, torch.full_like(lower, 1.0 if strategy == "one" else 0.0), active)
         return Lines(lower_slope, None, upper_slope, upper_bias)
 
     def unstable(self, lower: Tensor, upper: Tensor, **attrs) -> Tensor:

@@ -91,9 +91,6 @@ class FusedCrossEntropy(Nonlinear):
         low, high = self.finish(Interval(below, above), lines)
         return low, None, high, torch.zeros_like(high)
 
-    def unstable(self, lower: Tensor, upper: Tensor) -> Tensor:  # type: ignore[override]
-        return upper > lower
-
     def deviation(self, z: Interval) -> Interval:  # type: ignore[override]
         raise ValueError("SingleProp's deviations are not bounds: a fused cross entropy takes a bound method")
 
