@@ -3,7 +3,7 @@ SingleProp)."""
 from .attacks import pgd_attack
 from .bounded_module import BoundedModule
 from .selfcheck import CheckReport, check
-from .emit import BoundProgram
+from .emit import BoundProgram, set_sweep_budget
 from .errors import ModelChangedError, UnsupportedOpError
 from .evaluation import certified, evaluate
 from .gloro import GloroLoss, certified_radius, gloro_logits, pairwise_lipschitz, vra
@@ -16,5 +16,5 @@ __all__ = ["BoundedModule", "BoundProgram", "Interval", "UnsupportedOpError", "M
            "CheckReport", "Perturbation", "LinfBall",
            "L2Ball", "Box", "margin_spec", "robust_loss", "worst_case_logits",
            "pgd_attack", "certified", "evaluate", "GloroLoss", "gloro_logits", "certified_radius",
-           "pairwise_lipschitz", "vra", "ParamRamp"]
+           "pairwise_lipschitz", "vra", "ParamRamp", "set_sweep_budget"]
 __version__ = "0.1.0"

@@ -22,6 +22,7 @@ from .ops import RULES, Nonlinear, Rule
 from .passes.schedule import Schedule, Step
 
 _counter = itertools.count()
+_AFFINE = ("linear", "conv1d", "conv2d", "conv3d")  # one such layer of the input: IBP is exact over a box
 
 
 def identity_start(like: Tensor, shape: tuple[int, ...], lower: bool, upper: bool) -> Tensor:
@@ -47,6 +48,25 @@ def unstable_rows(*masks: Tensor) -> Tensor:
     for other in masks[1:]:
         mask = mask | other
     return mask.flatten(1).any(0).nonzero().squeeze(1)
+
+
+SWEEP_BUDGET_BYTES = 2**28  # the largest coefficient tensor a refining sweep builds (``set_sweep_budget``)
+
+
+def set_sweep_budget(budget_bytes: int) -> None:
+    """Bound the coefficient tensors of full CROWN's refining sweeps by ``budget_bytes`` each: their rows are taken
+    in chunks that fit (the peak is a few such tensors). The bounds do not change; smaller chunks take longer."""
+    global SWEEP_BUDGET_BYTES
+    if budget_bytes < 1:
+        raise ValueError(f"the sweep budget must be at least one byte, got {budget_bytes}")
+    SWEEP_BUDGET_BYTES = int(budget_bytes)
+
+
+def row_chunks(rows: Tensor, like: Tensor, width: int) -> tuple:
+    """``rows`` (neurons a sweep bounds) in chunks whose ``[I; −I]`` coefficients, ``(batch, 2·chunk, width)`` at
+    the widest node of the sweep, fit ``SWEEP_BUDGET_BYTES``; at least one row per chunk."""
+    per_row = 2 * like.shape[0] * width * like.element_size()
+    return rows.split(max(1, SWEEP_BUDGET_BYTES // per_row)) if rows.numel() else ()
 
 
 def rows_start(like: Tensor, shape: tuple[int, ...], rows: Tensor) -> Tensor:
@@ -219,7 +239,7 @@ def _attribute_path(root: str, path: str) -> str:
 _HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "unstable_rows": unstable_rows,
             "rows_start": rows_start, "refine": refine, "Interval": Interval, "linear_start": linear_start,
             "concretize_linear": concretize_linear, "PerExample": PerExample,
-            "nan_where_unbounded": nan_where_unbounded}
+            "nan_where_unbounded": nan_where_unbounded, "row_chunks": row_chunks}
 _RESERVED = {"model", "inputs", "perturbations", "C", "alphas", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
              "False", "len"} | set(_HELPERS) | set(keyword.kwlist)
 
@@ -408,11 +428,16 @@ class _Emitter:
         else:
             masks = ", ".join(f"{self.rule(c)}.unstable({t}.lower, {t}.upper{self.attr_args(c)})"
                               for c in step.consumers)  # attributes only: constant operands may come later
-            self.line(f"# CROWN: backward sweep from {t}, for its unstable neurons only")
+            self.line(f"# CROWN: backward sweep from {t}, for its unstable neurons only, in chunks that fit the budget")
+            exact = self.exact_by_ibp(step)
+            if exact is not None:  # one affine map of the input: over a box IBP's interval is its exact range
+                self.line(f"if not perturbations[{exact}].box:")
+                self.indent += 1
             self.line(f"{t}_rows = unstable_rows({masks})")
-            self.line(f"if len({t}_rows):")
+            width = max(math.prod(self.graph[n].shape[1:]) for n in step.order if self.graph[n].shape is not None)
+            self.line(f"for {t}_chunk in row_chunks({t}_rows, {self.like}, {width}):")
             self.indent += 1
-            self.line(f"A_{t} = rows_start({self.like}, {shape}, {t}_rows)")
+            self.line(f"A_{t} = rows_start({self.like}, {shape}, {t}_chunk)")
         self.line("bias = 0")
         reached, terms = {target.name}, []
         for name in step.order:
@@ -451,8 +476,17 @@ class _Emitter:
             if getattr(self.rules.get(step.node), "terminal", False):  # its lines bound a transform of it
                 self.line(f"{t}_crown = {self.rule(step.node)}.finish({t}_crown, {t}_lines)")
         else:
-            self.line(f"{t} = refine({t}, bound, {t}_rows)")
-            self.indent -= 1
+            self.line(f"{t} = refine({t}, bound, {t}_chunk)")
+            self.indent -= 1 + (self.exact_by_ibp(step) is not None)
+
+    def exact_by_ibp(self, step: Step):
+        """The input's index if the sweep's target is one linear layer or convolution of that input alone, else None."""
+        target = self.graph[step.node]
+        perturbed = [o for o in target.operands if isinstance(o, Ref) and self.graph[o.name].perturbed]
+        if (len(step.order) == 2 and target.op in _AFFINE and len(perturbed) == 1
+                and self.graph[perturbed[0].name].op == "input"):
+            return self.graph[perturbed[0].name].attrs["index"]
+        return None
 
     def program(self, name: str) -> BoundProgram:
         for step in self.sched.steps:

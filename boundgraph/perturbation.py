@@ -77,7 +77,10 @@ def _fits(shape: tuple, x: Tensor) -> bool:
 
 
 class Perturbation:
-    """A set of inputs around ``x``. Subclasses give its interval hull and the CROWN minimum."""
+    """A set of inputs around ``x``. Subclasses give its interval hull and the CROWN minimum. ``box``: the set is
+    its interval hull (an affine map of the input then has IBP's interval as its exact range)."""
+
+    box = False
 
     def interval(self, x: Tensor) -> Interval:
         raise NotImplementedError
@@ -177,6 +180,7 @@ class LinfBall(_Ball):
     tensors that broadcast to the input, e.g. per-channel ``(3, 1, 1)`` bounds of normalised images)."""
 
     norm = "inf"
+    box = True  # a box, clipped or not
 
     def _empty(self, x: Tensor) -> bool:
         """Empty iff some ``x_i − ε > high_i`` or ``x_i + ε < low_i``; for number bounds, two reductions decide."""
@@ -249,6 +253,8 @@ class L2Ball(_Ball):
 
 class Box(Perturbation):
     """``{x' : lower ≤ x' ≤ upper}``, elementwise; ``lower``/``upper`` broadcast to the input."""
+
+    box = True
 
     def __init__(self, lower: Tensor, upper: Tensor) -> None:
         lower, upper = torch.as_tensor(lower), torch.as_tensor(upper)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn as nn
 
@@ -68,3 +69,50 @@ def test_modules_named_like_python_keywords_are_read_by_getattr():
     bm = BoundedModule(model, x)
     assert "getattr(model, 'lambda').weight" in str(bm.program("crown"))
     assert_sound(bm, x, LinfBall(0.1), "crown")
+
+
+def _cnn():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(64, 10), nn.ReLU(), nn.Linear(10, 3)).to(DTYPE).eval()
+    with torch.no_grad():
+        model[3].running_mean.uniform_(-0.5, 0.5)
+    return model, torch.rand(3, 1, 8, 8, dtype=DTYPE)
+
+
+def test_full_crown_under_a_tiny_memory_budget_gives_the_unbounded_bounds():
+    """The refining sweeps take their rows in chunks that fit the budget (one row each here): same bounds, for CROWN
+    and for α-CROWN, whose slopes the chunks share."""
+    from boundgraph import L2Ball
+    from boundgraph.emit import SWEEP_BUDGET_BYTES, set_sweep_budget
+
+    model, x = _cnn()
+    bm = BoundedModule(model, x)
+    for ptb in (LinfBall(0.05, clip=(0, 1)), L2Ball(0.2)):
+        for method in ("crown", "alpha-crown"):
+            unbounded = bm.bounds(x, ptb, method, iterations=3)
+            try:
+                set_sweep_budget(1)
+                bounded = bm.bounds(x, ptb, method, iterations=3)
+            finally:
+                set_sweep_budget(SWEEP_BUDGET_BYTES)
+            torch.testing.assert_close(tuple(bounded), tuple(unbounded), rtol=1e-12, atol=1e-12, msg=f"{method} {ptb}")
+    with pytest.raises(ValueError, match="at least one byte"):
+        set_sweep_budget(0)
+
+
+def test_the_first_layer_is_bounded_by_ibp_over_a_box_and_by_a_sweep_otherwise():
+    """One linear layer of the input: IBP's interval is its exact range over a box (L∞ ball, clipped or not), so the
+    sweep runs only for other sets (an L2 ball), where it is tighter."""
+    from boundgraph import L2Ball
+
+    model, x = _cnn()
+    bm = BoundedModule(model, x)
+    code = str(bm.program("crown"))
+    assert "if not perturbations[0].box:" in code, code
+    report_box = assert_sound(bm, x, LinfBall(0.05), "crown")
+    assert report_box is not None
+    _, intervals, _ = bm.program("crown", intermediates=True)(bm.core, (x,), (L2Ball(0.3),))
+    ibp = bm.program("ibp", intermediates=True)(bm.core, (x,), (L2Ball(0.3),))[1]
+    first = next(n.name for n in bm.graph if n.op == "conv2d")
+    assert (intervals[first].upper - intervals[first].lower < ibp[first].upper - ibp[first].lower - 1e-9).any()
