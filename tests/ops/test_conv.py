@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -49,3 +50,32 @@ def test_conv2d_same_and_valid_padding_strings_are_sound():
                           nn.Flatten(), nn.Linear(2 * 4 * 4, 2)).to(DTYPE)
     x0 = torch.randn(2, 1, 6, 6, dtype=DTYPE)
     assert_sound_all_methods(model, x0, LinfBall(0.1))
+
+
+@pytest.mark.parametrize("channels, out_channels, kernel, stride, padding, dilation, groups", [
+    (1, 4, 3, 1, 0, 1, 1), (2, 6, 4, 2, 1, 1, 1), (4, 4, 3, 1, 2, 2, 2), (3, 6, 3, 3, 0, 1, 3), (1, 2, 2, 1, 1, 1, 1)])
+def test_every_way_of_transposing_a_convolution_is_the_transposed_convolution(channels, out_channels, kernel, stride,
+                                                                             padding, dilation, groups):
+    """``transpose_conv2d`` picks the fastest of its ways by measurement; each must equal ``conv_transpose2d``
+    (values and gradients), whichever is picked."""
+    from boundgraph.ops.conv import _FASTEST, _transpose_ways, transpose_conv2d
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(out_channels, channels // groups, kernel, kernel, generator=g, dtype=DTYPE, requires_grad=True)
+    x = torch.randn(2, channels, 9, 8, generator=g, dtype=DTYPE)
+    y = torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, groups)
+    A = torch.randn(6, *y.shape[1:], generator=g, dtype=DTYPE, requires_grad=True)
+    options = ((stride,) * 2, (padding,) * 2, (dilation,) * 2, groups)
+    output_padding = tuple(s - ((a - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1)
+                           for s, a in zip(x.shape[2:], y.shape[2:]))
+    expected = torch.nn.functional.conv_transpose2d(A, weight, None, stride, padding, output_padding, groups, dilation)
+    ways = _transpose_ways(A, weight, *options, output_padding)
+    for name, way in ways.items():
+        out = way()
+        torch.testing.assert_close(out, expected, msg=name)
+        grads = torch.autograd.grad((out * expected.detach()).sum(), (A, weight))
+        reference = torch.autograd.grad((expected * expected.detach()).sum(), (A, weight), retain_graph=True)
+        for a, b in zip(grads, reference):
+            torch.testing.assert_close(a, b, msg=name)
+    torch.testing.assert_close(transpose_conv2d(A, weight, *options, output_padding), expected)
+    assert any(key[0] == tuple(A.shape) and key[1] == tuple(weight.shape) for key in _FASTEST) or len(ways) == 1
