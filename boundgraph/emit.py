@@ -245,7 +245,8 @@ _RESERVED = {"model", "inputs", "perturbations", "C", "alphas", "bias", "b", "bo
 
 
 def _derived(var: str) -> list[str]:
-    return [var, f"{var}_x", f"{var}_lines", f"{var}_crown", f"{var}_rows", f"{var}_lin", f"A_{var}"]
+    return [var, f"{var}_x", f"{var}_lines", f"{var}_crown", f"{var}_rows", f"{var}_lin", f"A_{var}", f"{var}_alpha",
+            f"{var}_chunk"]
 
 
 def variable_names(graph: BoundGraph) -> dict[str, str]:
@@ -381,14 +382,10 @@ class _Emitter:
 
     def lines(self, step: Step) -> None:
         node, var = self.graph[step.node], self.v[step.node]
-        pre = self.v[node.operands[0].name]
         bounds = ", ".join(f"{p}.lower, {p}.upper" for p in self.relaxed(node.name))
         strategy = "adaptive" if self.strategy == "alpha" else self.strategy
         call = f"{self.rule(node.name)}.lines({bounds}, {strategy!r}{self.rest_args(node.name)})"
         self.line(f"{var}_lines = {self.guarded(node.name, call)}")
-        if self.strategy == "alpha":  # α-CROWN: the optimised lower slopes (created from these lines)
-            self.line(f"{var}_lines = {self.rule(node.name)}.with_alpha({var}_lines, {pre}.lower, {pre}.upper, "
-                      f"alphas, {node.name!r})")
 
     def linear(self, step: Step) -> None:
         node, var = self.graph[step.node], self.v[step.node]
@@ -446,7 +443,14 @@ class _Emitter:
                 terms.append(f"perturbations[{node.attrs['index']}].concretize(A_{var}, {var}_x)")
                 continue
             rule = self.rule(name)
-            if isinstance(self.rules[name], Nonlinear):
+            if isinstance(self.rules[name], Nonlinear) and self.strategy == "alpha":
+                # α-CROWN: lower slopes of their own for each sweep (start node), and for each row of the last
+                pre = self.v[node.operands[0].name]
+                rows = f"A_{var}.shape[1]" if final else "None"
+                self.line(f"{var}_alpha = {rule}.with_alpha({var}_lines, {pre}.lower, {pre}.upper, alphas, "
+                          f"({name!r}, {step.node!r}), {rows})")
+                call = f"{rule}.backward(A_{var}, {var}_alpha{self.attr_args(name)})"
+            elif isinstance(self.rules[name], Nonlinear):
                 call = f"{rule}.backward(A_{var}, {var}_lines{self.attr_args(name)})"
             else:
                 call = f"{rule}.backward(A_{var}, {self.call_args(name, backward=True)})"

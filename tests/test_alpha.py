@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 import torch.nn as nn
 
-from boundgraph import BoundedModule, LinfBall
+from boundgraph import BoundedModule, LinfBall, margin_spec
 from boundgraph.alpha import alpha_crown
 from tests.helpers import assert_sound, cnns, mlps, perturbations, random_spec
 
@@ -89,3 +89,23 @@ def test_alpha_crown_runs_under_inference_mode_and_no_grad():
         with context():
             got = alpha_crown(bm, x.clone(), LinfBall(torch.full((2,), 0.2)), iterations=3)
         torch.testing.assert_close(got.lower, expected.lower)
+
+
+def test_each_sweep_has_its_own_slopes_and_the_last_one_per_specification_row():
+    """α-CROWN (as the peer keeps them): one α per (ReLU, start node); the output's sweep has one per spec row."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.ReLU(), torch.nn.Linear(6, 5), torch.nn.ReLU(),
+                                torch.nn.Linear(5, 4)).double()
+    x = torch.randn(2, 3, dtype=torch.float64)
+    bm = BoundedModule(model, x)
+    C = margin_spec(torch.tensor([0, 2]), 4, torch.float64)
+    program = bm.program("crown", with_spec=True, lines="alpha", bound_upper=False)
+    alphas: dict = {}
+    program(bm.core, (x,), (LinfBall(1.0),), C, alphas)
+    relus = [n.name for n in bm.graph if n.op == "relu"]
+    output = program.graph.output
+    assert set(alphas) >= {(relus[0], output), (relus[1], output)}
+    assert alphas[(relus[1], output)].shape == (2, 3, 5) and alphas[(relus[0], output)].shape == (2, 3, 6)
+    starts = {start for _, start in alphas}
+    assert len(starts) >= 2, alphas.keys()  # the second ReLU's input has a sweep (and slopes of the first) of its own
+    assert all(alphas[key].shape == (2, 6) for key in alphas if key[0] == relus[0] and key[1] != output)

@@ -56,12 +56,18 @@ class ReLU(Nonlinear):
         """Only neurons whose sign is not known: elsewhere the lines are exact whatever the bounds."""
         return (lower < 0) & (upper > 0)
 
-    def with_alpha(self, lines: Lines, lower: Tensor, upper: Tensor, alphas: dict, key: str) -> Lines:
-        """Every ``αz`` with ``0 ≤ α ≤ 1`` is a lower line of an unstable ReLU; α per example and neuron."""
+    def with_alpha(self, lines: Lines, lower: Tensor, upper: Tensor, alphas: dict, key, rows=None) -> Lines:
+        """Every ``αz`` with ``0 ≤ α ≤ 1`` is a lower line of an unstable ReLU; α per example and neuron, and per
+        row of the sweep when ``rows`` is given (``(batch, rows, *shape)``)."""
         if key not in alphas:
-            alphas[key] = lines.lower_slope.detach().clone().requires_grad_(True)
-        alpha = alphas[key]
-        return lines._replace(lower_slope=torch.where(self.unstable(lower, upper), alpha, lines.lower_slope))
+            start = lines.lower_slope.detach()
+            if rows is not None:
+                start = start.unsqueeze(1).expand(start.shape[0], rows, *start.shape[1:])
+            alphas[key] = start.clone().requires_grad_(True)
+        alpha, unstable, slope = alphas[key], self.unstable(lower, upper), lines.lower_slope
+        if rows is not None:
+            unstable, slope = unstable.unsqueeze(1), slope.unsqueeze(1)
+        return lines._replace(lower_slope=torch.where(unstable, alpha, slope))
 
 
 def _ramp_lines(lower: Tensor, upper: Tensor, r: Tensor, strategy: str) -> Lines:

@@ -267,9 +267,10 @@ class Nonlinear(Rule):
     def lines(self, lower: Tensor, upper: Tensor, strategy: str, *constants: Any, **attrs: Any) -> Lines:
         raise NotImplementedError
 
-    def with_alpha(self, lines: Lines, lower: Tensor, upper: Tensor, alphas: dict, key: str) -> Lines:
+    def with_alpha(self, lines: Lines, lower: Tensor, upper: Tensor, alphas: dict, key, rows=None) -> Lines:
         """α-CROWN (Xu et al. 2021): these lines with the lower slope an optimisable ``alphas[key]`` where the
-        rule allows a family of lower lines; ``alphas[key]`` is created from ``lines`` on first use. A rule
+        rule allows a family of lower lines; ``alphas[key]`` is created from ``lines`` on first use (with ``rows``,
+        one per row of the sweep: the lower slope is then ``(batch, rows, *shape)``). A rule
         without such a family keeps CROWN's lines (still sound; α-CROWN then optimises the others)."""
         return lines
 
@@ -314,7 +315,7 @@ def through_lines(A: Tensor, lower_slope: Tensor, lower_bias: Optional[Tensor], 
     if not torch.compiler.is_compiling():
         return _ThroughLines.apply(A, lower_slope, lower_bias, upper_slope, upper_bias)
     positive = A.clamp(min=0)
-    new_A = A * upper_slope.unsqueeze(1) + positive * (lower_slope - upper_slope).unsqueeze(1)
+    new_A = A * upper_slope.unsqueeze(1) + positive * (_per_row(lower_slope, A) - upper_slope.unsqueeze(1))
     bias = spec_dot(A, upper_bias) - spec_dot(positive, upper_bias)
     if lower_bias is not None:
         bias = bias + spec_dot(positive, lower_bias)
@@ -324,12 +325,13 @@ def through_lines(A: Tensor, lower_slope: Tensor, lower_bias: Optional[Tensor], 
 class _ThroughLines(torch.autograd.Function):
     """``A' = A⁺·s_l + A⁻·s_u`` and ``bias = A⁺·b_l + A⁻·b_u`` (summed per spec row), with a hand-written
     vector–Jacobian product: it makes about 8 passes over ``A`` where autograd's chain makes 11, and
-    skips the slopes' gradients when they need none (ReLU's lower slope is piecewise constant)."""
+    skips the slopes' gradients when they need none (ReLU's lower slope is piecewise constant). The lower
+    slope may have one value per row too, ``(batch, rows, *shape)`` (α-CROWN's per-spec slopes)."""
 
     @staticmethod
     def forward(ctx, A, lower_slope, lower_bias, upper_slope, upper_bias):
         positive = A.clamp(min=0)  # A⁻ = A − A⁺: one elementwise pass serves both
-        new_A = (A * upper_slope.unsqueeze(1)).addcmul_(positive, (lower_slope - upper_slope).unsqueeze(1))
+        new_A = (A * upper_slope.unsqueeze(1)).addcmul_(positive, _per_row(lower_slope, A) - upper_slope.unsqueeze(1))
         bias = spec_dot(A, upper_bias) - spec_dot(positive, upper_bias)
         if lower_bias is not None:
             bias = bias + spec_dot(positive, lower_bias)
@@ -345,7 +347,7 @@ class _ThroughLines(torch.autograd.Function):
         d_A = d_ls = d_lb = d_us = d_ub = None
         if needs[0]:
             negative_branch = (grad_A * upper_slope.unsqueeze(1)).addcmul_(per_row, upper_bias.unsqueeze(1))
-            positive_branch = grad_A * lower_slope.unsqueeze(1)
+            positive_branch = grad_A * _per_row(lower_slope, A)
             if lower_bias is not None:
                 positive_branch.addcmul_(per_row, lower_bias.unsqueeze(1))
             d_A = torch.where(A >= 0, positive_branch, negative_branch)
@@ -355,9 +357,16 @@ class _ThroughLines(torch.autograd.Function):
             d_ub = _rows_weighted(grad_bias, negative).view_as(upper_bias) if needs[4] else None
         if needs[1] or needs[2]:
             positive = A.clamp(min=0)
-            d_ls = _over_rows(grad_A * positive) if needs[1] else None
+            d_ls = None
+            if needs[1]:
+                d_ls = grad_A * positive if lower_slope.dim() == A.dim() else _over_rows(grad_A * positive)
             d_lb = _rows_weighted(grad_bias, positive).view_as(lower_bias) if needs[2] else None
         return d_A, d_ls, d_lb, d_us, d_ub
+
+
+def _per_row(slope: Tensor, A: Tensor) -> Tensor:
+    """A slope ``(batch, *shape)`` broadcast over ``A``'s rows, or one already given per row."""
+    return slope if slope.dim() == A.dim() else slope.unsqueeze(1)
 
 
 def _over_rows(t: Tensor) -> Tensor:
