@@ -11,8 +11,8 @@ from tests.helpers import DTYPE
 
 def _model():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 8), nn.ReLU(),
-                          nn.Linear(8, 4)).to(DTYPE)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.ZeroPad2d(1), nn.AvgPool2d(2),
+                          nn.Flatten(), nn.Linear(27, 8), nn.ReLU(), nn.Linear(8, 4)).to(DTYPE)  # a pad: autograd's transpose
     x = torch.rand(5, 1, 6, 6, dtype=DTYPE)
     y = torch.tensor([0, 1, 2, 3, 1])
     return model, x, y

@@ -75,6 +75,8 @@ class Structural(Rule):
         batch, specs = A.shape[:2]
         moving = [i for i, o in enumerate(operands) if o is None]
         flat = A.reshape(batch * specs, *A.shape[2:])
+        if torch.compiler.is_compiling():  # a traceable transform: autograd.grad inside a compiled graph cannot be
+            return self._transpose_by_vjp(flat, operands, moving, in_shapes, attrs, batch, specs)  # differentiated
         with torch.inference_mode(False), torch.enable_grad():
             zeros = [torch.zeros(batch * specs, *in_shapes[i], dtype=A.dtype, device=A.device, requires_grad=True)
                      for i in moving]
@@ -88,6 +90,27 @@ class Structural(Rule):
                                         else flat, create_graph=A.requires_grad)
         As: list = [None] * len(operands)
         for i, g in zip(moving, grads):
+            As[i] = g.reshape(batch, specs, *g.shape[1:])
+        return As
+
+    def _transpose_by_vjp(self, flat: Tensor, operands: tuple, moving: list, in_shapes, attrs: dict, batch: int,
+                          specs: int) -> list:
+        """``transpose`` by ``torch.func.vjp`` (under ``torch.compile``)."""
+        filled = list(operands)
+        for i, o in enumerate(operands):
+            if isinstance(o, Tensor) and i not in moving and self._is_data(i):
+                filled[i] = torch.zeros(batch * specs, *o.shape[1:], dtype=o.dtype, device=o.device)
+
+        def apply(*moved: Tensor) -> Tensor:
+            args = list(filled)
+            for i, z in zip(moving, moved):
+                args[i] = z
+            return self.apply(*args, **attrs)
+
+        zeros = [flat.new_zeros(batch * specs, *in_shapes[i]) for i in moving]
+        _, pull = torch.func.vjp(apply, *zeros)
+        As: list = [None] * len(operands)
+        for i, g in zip(moving, pull(flat)):
             As[i] = g.reshape(batch, specs, *g.shape[1:])
         return As
 
