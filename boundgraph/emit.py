@@ -103,12 +103,16 @@ def nan_where_unbounded(x: Interval, result: Any, *constants: Any) -> Any:
                               for t in result))
     if not compiling and x.lower.device.type == "cpu" and _finite_widths(x):
         return result  # the common case, decided by two reductions instead of four elementwise passes
+    if compiling:  # one reduction per example: a whole example is vacuous where any width is not finite (or sums
+        # past the largest float: vacuous, never wrong), and everything where a constant is not finite
+        widths = (x.upper - x.lower).detach()
+        per_example = ~torch.isfinite(widths.reshape(widths.shape[0], -1).sum(1))
+        for c in floating:
+            per_example = per_example | ~torch.isfinite(c.detach()).all()
+        return type(result)(*(t if t is None or not t.is_floating_point() else
+                              torch.where(per_example.view(-1, *([1] * (t.dim() - 1))), math.nan, t) for t in result))
     bad = ~torch.isfinite(x.upper - x.lower)
     per_example = bad.reshape(bad.shape[0], -1).any(1)
-    if compiling:
-        for c in floating:
-            per_example = per_example | ~torch.isfinite(c).all()
-        bad = bad | per_example.view(-1, *([1] * (bad.dim() - 1)))
 
     def mark(t: Any) -> Any:
         if t is None or not t.is_floating_point():

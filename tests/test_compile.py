@@ -63,3 +63,27 @@ def test_compile_takes_a_flag_or_a_backend_name():
     model, x, _ = _model()
     with pytest.raises(ValueError, match="compile must be"):
         BoundedModule(model, x, compile=3)
+
+
+def test_a_compiled_program_turns_an_overflow_into_vacuous_bounds_never_finite_and_wrong():
+    """Under compile the NaN guard marks whole examples (one reduction each): where eager bounds are vacuous the
+    compiled ones are too, and elsewhere they are eager's or vacuous."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[layer for _ in range(12) for layer in (nn.Linear(8, 8), nn.ReLU())], nn.Linear(8, 3))
+    with torch.no_grad():
+        for layer in model[::2]:
+            layer.weight.mul_(3000.0)
+            layer.bias.zero_()
+    x = torch.randn(4, 8) * 1e-30
+    ball = LinfBall(torch.tensor([0.0, 0.5, 0.5, 0.5]))  # the first example's bounds stay finite
+    eager_bm, compiled_bm = BoundedModule(model, x), BoundedModule(model, x, compile="aot_eager")
+    for method in ("ibp", "crown-ibp"):
+        eager, compiled = eager_bm.bounds(x, ball, method), compiled_bm.bounds(x, ball, method)
+        assert torch.isinf(eager.lower[1:]).all()
+        if method == "ibp":
+            assert torch.isfinite(compiled.lower[0]).all()
+        for mine, theirs, infinity in ((compiled.lower, eager.lower, -float("inf")),
+                                       (compiled.upper, eager.upper, float("inf"))):
+            assert not mine.isnan().any()
+            assert ((mine == theirs) | (mine == infinity)).all(), method
+            assert (mine[theirs == infinity] == infinity).all(), method
