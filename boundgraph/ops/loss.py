@@ -20,8 +20,8 @@ from .base import Lines, Nonlinear, RULES, rule, through_lines
 
 class TerminalLines(NamedTuple):
     """Lines of ``S(z) = exp(−s) + Σ_j exp(z_j − s)`` per margin (``lower_slope·z + lower_bias ≤ exp(z − s) ≤
-    upper_slope·z + upper_bias``, ``(batch, margins)``), the shift ``s`` and the interval's own loss range
-    ``[floor, ceiling]`` (``(batch, 1)`` each)."""
+    upper_slope·z + upper_bias``, ``(batch, margins)``), the shift ``s``, the interval's own loss range
+    ``[floor, ceiling]`` and ``slack``, the rounding allowance of the upper line's value (``(batch, 1)`` each)."""
 
     lower_slope: Tensor
     lower_bias: Tensor
@@ -30,6 +30,7 @@ class TerminalLines(NamedTuple):
     shift: Tensor
     floor: Tensor
     ceiling: Tensor
+    slack: Tensor
 
 
 def _cross_entropy(z: Tensor) -> Tensor:
@@ -62,9 +63,13 @@ class FusedCrossEntropy(Nonlinear):
         shift = upper.detach().amax(1, keepdim=True).clamp(min=0)  # any shift is exact; this one cannot overflow
         exp: Lines = RULES["exp"].lines(lower - shift, upper - shift, "adaptive")  # lines in z − s: k(z − s) + t
         lower_bias = exp.lower_bias if exp.lower_bias is not None else torch.zeros_like(lower)
-        return TerminalLines(exp.lower_slope, lower_bias - exp.lower_slope * shift, exp.upper_slope,
-                             exp.upper_bias - exp.upper_slope * shift, shift, _cross_entropy(lower),
-                             _cross_entropy(upper))
+        upper_bias = exp.upper_bias - exp.upper_slope * shift
+        # the upper line's value is a difference of terms ~ k·|z|: near a margin's lower end it is far smaller than
+        # they are, and rounding could make it 0 or negative, which log would turn into a bound far too low
+        terms = (exp.upper_slope * torch.maximum(lower.abs(), upper.abs()) + upper_bias.abs()).detach()
+        slack = 16 * torch.finfo(lower.dtype).eps * terms.sum(1, keepdim=True)
+        return TerminalLines(exp.lower_slope, lower_bias - exp.lower_slope * shift, exp.upper_slope, upper_bias,
+                             shift, _cross_entropy(lower), _cross_entropy(upper), slack)
 
     def backward(self, A: Tensor, lines: TerminalLines) -> tuple[tuple, Tensor]:  # type: ignore[override]
         """``A`` (``(batch, rows, 1)``) over S: the same coefficient on every margin's lines, plus ``A·exp(−s)``."""
@@ -79,9 +84,10 @@ class FusedCrossEntropy(Nonlinear):
             positive = bounds.lower > 0
             logged = lines.shift + torch.log(torch.where(positive, bounds.lower, torch.ones_like(bounds.lower)))
             lower = torch.maximum(torch.where(positive, logged, lines.floor), lines.floor)
-        if bounds.upper is not None:
-            tiny = torch.finfo(bounds.upper.dtype).tiny  # S > 0: a bound of S below it is one of tiny too
-            upper = torch.minimum(lines.shift + torch.log(bounds.upper.clamp(min=tiny)), lines.ceiling)
+        if bounds.upper is not None:  # S > 0 and L ≥ floor everywhere: clamping to them keeps an upper bound
+            tiny = torch.finfo(bounds.upper.dtype).tiny
+            upper = lines.shift + torch.log((bounds.upper + lines.slack).clamp(min=tiny))
+            upper = torch.minimum(torch.maximum(upper, lines.floor), lines.ceiling)
         return Interval(lower, upper)
 
     def line_values(self, lines: TerminalLines, z: Tensor) -> tuple:
