@@ -1,6 +1,6 @@
 """Loss fusion against margin rows (issue 12): the CROWN-IBP training step with one backward row
 (``robust_loss(..., fused=True)``) and with ``classes − 1`` rows, as ratios to a plain CE + SGD step (rounds
-interleaved, median of ``--rounds``), and the two robust losses (both upper bounds of the worst-case cross entropy).
+interleaved, median of ``--rounds`` after two warm-up rounds: ``benchmarks/bounds.py``'s ``timed``), and the two robust losses (both upper bounds of the worst-case cross entropy).
 
     python benchmarks/fusion.py --batch 128 --eps 0.1                        # DM-small, random weights
     python benchmarks/fusion.py --model dm-large --batch 32                   # CIFAR-shaped (3×32×32) input
@@ -12,15 +12,14 @@ images of ``--dataset``; the losses are also given over ``--loss-images`` test i
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bounds import timed  # noqa: E402
 from boundgraph import BoundedModule, LinfBall, robust_loss  # noqa: E402
 from examples.models import MODELS  # noqa: E402
 
@@ -67,17 +66,14 @@ def main(argv=None) -> None:
               "ibp": lambda: robust_loss(bm, x, y, ptb, "ibp"),
               "9 rows": lambda: robust_loss(bm, x, y, ptb, "crown-ibp"),
               "fused": lambda: robust_loss(bm, x, y, ptb, "crown-ibp", fused=True)}
-    times: dict[str, list] = {k: [] for k in losses}
-    for f in losses.values():
-        f().backward()  # compiled before it is timed
-    for _ in range(args.rounds):
-        for k, f in losses.items():
-            start = time.perf_counter()
-            loss = f()
+    def step(loss_of):
+        def run():
+            loss = loss_of()
             opt.zero_grad()
             loss.backward()
-            times[k].append(time.perf_counter() - start)
-    median = {k: statistics.median(v) for k, v in times.items()}
+        return run
+
+    median = timed({k: step(f) for k, f in losses.items()}, "cpu", args.rounds)
     print(f"{args.model}@{args.batch}, eps {args.eps}: plain step {1e3 * median['plain']:.1f} ms; IBP "
           f"{median['ibp'] / median['plain']:.1f}x, CROWN-IBP 9 rows {median['9 rows'] / median['plain']:.1f}x, "
           f"fused {median['fused'] / median['plain']:.1f}x")

@@ -96,21 +96,14 @@ def nan_where_unbounded(x: Interval, result: Any, *constants: Any) -> Any:
     neuron dead (every comparison with NaN is false) and clamp ``[−inf, −inf]`` to ``[0, 0]``, although
     the overflowed sum behind it may hide any value. NaN reaches every bound computed from it (``0·NaN``
     is NaN), and the program's output turns it into a vacuous ±inf (``vacuous``)."""
-    compiling = torch.compiler.is_compiling()  # no data-dependent branch: a compiled program stays one graph
     floating = [c for c in constants if isinstance(c, Tensor) and c.is_floating_point()]
-    if not compiling and any(not bool(torch.isfinite(c).all()) for c in floating):
+    if torch.compiler.is_compiling():  # no data-dependent branch: a compiled program stays one graph
+        return _nan_per_example(x, result, floating)
+    if any(not bool(torch.isfinite(c).all()) for c in floating):
         return type(result)(*(t if t is None or not t.is_floating_point() else torch.full_like(t, math.nan)
                               for t in result))
-    if not compiling and x.lower.device.type == "cpu" and _finite_widths(x):
+    if x.lower.device.type == "cpu" and _finite_widths(x):
         return result  # the common case, decided by two reductions instead of four elementwise passes
-    if compiling:  # one reduction per example: a whole example is vacuous where any width is not finite (or sums
-        # past the largest float: vacuous, never wrong), and everything where a constant is not finite
-        widths = (x.upper - x.lower).detach()
-        per_example = ~torch.isfinite(widths.reshape(widths.shape[0], -1).sum(1))
-        for c in floating:
-            per_example = per_example | ~torch.isfinite(c.detach()).all()
-        return type(result)(*(t if t is None or not t.is_floating_point() else
-                              torch.where(per_example.view(-1, *([1] * (t.dim() - 1))), math.nan, t) for t in result))
     bad = ~torch.isfinite(x.upper - x.lower)
     per_example = bad.reshape(bad.shape[0], -1).any(1)
 
@@ -122,6 +115,18 @@ def nan_where_unbounded(x: Interval, result: Any, *constants: Any) -> Any:
         return torch.where(per_example.view(-1, *([1] * (t.dim() - 1))), math.nan, t)  # not elementwise: whole examples
 
     return type(result)(*(mark(t) for t in result))
+
+
+def _nan_per_example(x: Interval, result: Any, constants: list) -> Any:
+    """``nan_where_unbounded`` without branches (under ``torch.compile``), by one reduction per example: a whole
+    example is NaN where any width is not finite (or the widths sum past the largest float: vacuous, never wrong),
+    and everything where a constant is not finite."""
+    widths = (x.upper - x.lower).detach()
+    per_example = ~torch.isfinite(widths.reshape(widths.shape[0], -1).sum(1))
+    for c in constants:
+        per_example = per_example | ~torch.isfinite(c.detach()).all()
+    return type(result)(*(t if t is None or not t.is_floating_point() else
+                          torch.where(per_example.view(-1, *([1] * (t.dim() - 1))), math.nan, t) for t in result))
 
 
 def _finite_widths(x: Interval) -> bool:
@@ -430,7 +435,7 @@ class _Emitter:
             masks = ", ".join(f"{self.rule(c)}.unstable({t}.lower, {t}.upper{self.attr_args(c)})"
                               for c in step.consumers)  # attributes only: constant operands may come later
             self.line(f"# CROWN: backward sweep from {t}, for its unstable neurons only, in chunks that fit the budget")
-            exact = self.exact_by_ibp(step)
+            exact = self.exact_by_ibp(step)  # (its guard's indent is undone below)
             if exact is not None:  # one affine map of the input: over a box IBP's interval is its exact range
                 self.line(f"if not perturbations[{exact}].box:")
                 self.indent += 1
@@ -485,7 +490,7 @@ class _Emitter:
                 self.line(f"{t}_crown = {self.rule(step.node)}.finish({t}_crown, {t}_lines)")
         else:
             self.line(f"{t} = refine({t}, bound, {t}_chunk)")
-            self.indent -= 1 + (self.exact_by_ibp(step) is not None)
+            self.indent -= 1 + (exact is not None)
 
     def exact_by_ibp(self, step: Step):
         """The input's index if the sweep's target is one linear layer or convolution of that input alone, else None."""

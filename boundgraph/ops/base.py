@@ -314,8 +314,14 @@ def through_lines(A: Tensor, lower_slope: Tensor, lower_bias: Optional[Tensor], 
     repeat)."""
     if not torch.compiler.is_compiling():
         return _ThroughLines.apply(A, lower_slope, lower_bias, upper_slope, upper_bias)
-    positive = A.clamp(min=0)
-    new_A = A * upper_slope.unsqueeze(1) + positive * (_per_row(lower_slope, A) - upper_slope.unsqueeze(1))
+    return _apply_lines(A, lower_slope, lower_bias, upper_slope, upper_bias)
+
+
+def _apply_lines(A: Tensor, lower_slope: Tensor, lower_bias: Optional[Tensor], upper_slope: Tensor,
+                 upper_bias: Tensor) -> tuple[Tensor, Tensor]:
+    """``through_lines``'s values (``_ThroughLines`` adds its own vector–Jacobian product to them)."""
+    positive = A.clamp(min=0)  # A⁻ = A − A⁺: one elementwise pass serves both
+    new_A = (A * upper_slope.unsqueeze(1)).addcmul_(positive, _per_row(lower_slope, A) - upper_slope.unsqueeze(1))
     bias = spec_dot(A, upper_bias) - spec_dot(positive, upper_bias)
     if lower_bias is not None:
         bias = bias + spec_dot(positive, lower_bias)
@@ -330,11 +336,7 @@ class _ThroughLines(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A, lower_slope, lower_bias, upper_slope, upper_bias):
-        positive = A.clamp(min=0)  # A⁻ = A − A⁺: one elementwise pass serves both
-        new_A = (A * upper_slope.unsqueeze(1)).addcmul_(positive, _per_row(lower_slope, A) - upper_slope.unsqueeze(1))
-        bias = spec_dot(A, upper_bias) - spec_dot(positive, upper_bias)
-        if lower_bias is not None:
-            bias = bias + spec_dot(positive, lower_bias)
+        new_A, bias = _apply_lines(A, lower_slope, lower_bias, upper_slope, upper_bias)
         ctx.save_for_backward(A, lower_slope, lower_bias, upper_slope, upper_bias)
         return new_A, bias
 

@@ -11,6 +11,7 @@ attributes; everything else comes from ``Structural``:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from typing import Any
@@ -71,46 +72,37 @@ class Structural(Rule):
         return tuple(As), bias
 
     def transpose(self, A: Tensor, operands: tuple, in_shapes, attrs: dict) -> list:
-        """``Lᵀ A`` for each perturbed (None) operand, by autograd through ``apply`` (None for the others)."""
+        """``Lᵀ A`` for each perturbed (None) operand, by autograd through ``apply`` (None for the others); under
+        ``torch.compile`` by ``torch.func.vjp``, a traceable transform (``autograd.grad`` inside a compiled graph
+        cannot be differentiated)."""
         batch, specs = A.shape[:2]
         moving = [i for i, o in enumerate(operands) if o is None]
         flat = A.reshape(batch * specs, *A.shape[2:])
-        if torch.compiler.is_compiling():  # a traceable transform: autograd.grad inside a compiled graph cannot be
-            return self._transpose_by_vjp(flat, operands, moving, in_shapes, attrs, batch, specs)  # differentiated
-        with torch.inference_mode(False), torch.enable_grad():
-            zeros = [torch.zeros(batch * specs, *in_shapes[i], dtype=A.dtype, device=A.device, requires_grad=True)
-                     for i in moving]
+        compiling = torch.compiler.is_compiling()
+        with contextlib.ExitStack() as scope:
+            if not compiling:
+                scope.enter_context(torch.inference_mode(False))
+                scope.enter_context(torch.enable_grad())
             filled = list(operands)
-            for i, z in zip(moving, zeros):
-                filled[i] = z
             for i, o in enumerate(operands):  # constant data: its part of the output is the bias, below
                 if isinstance(o, Tensor) and i not in moving and self._is_data(i):
                     filled[i] = torch.zeros(batch * specs, *o.shape[1:], dtype=o.dtype, device=o.device)
-            grads = torch.autograd.grad(self.apply(*filled, **attrs), zeros, flat.clone() if flat.is_inference()
-                                        else flat, create_graph=A.requires_grad)
+
+            def apply(*moved: Tensor) -> Tensor:
+                args = list(filled)
+                for i, z in zip(moving, moved):
+                    args[i] = z
+                return self.apply(*args, **attrs)
+
+            zeros = [torch.zeros(batch * specs, *in_shapes[i], dtype=A.dtype, device=A.device,
+                                 requires_grad=not compiling) for i in moving]
+            if compiling:
+                grads = torch.func.vjp(apply, *zeros)[1](flat)
+            else:
+                grads = torch.autograd.grad(apply(*zeros), zeros, flat.clone() if flat.is_inference() else flat,
+                                            create_graph=A.requires_grad)
         As: list = [None] * len(operands)
         for i, g in zip(moving, grads):
-            As[i] = g.reshape(batch, specs, *g.shape[1:])
-        return As
-
-    def _transpose_by_vjp(self, flat: Tensor, operands: tuple, moving: list, in_shapes, attrs: dict, batch: int,
-                          specs: int) -> list:
-        """``transpose`` by ``torch.func.vjp`` (under ``torch.compile``)."""
-        filled = list(operands)
-        for i, o in enumerate(operands):
-            if isinstance(o, Tensor) and i not in moving and self._is_data(i):
-                filled[i] = torch.zeros(batch * specs, *o.shape[1:], dtype=o.dtype, device=o.device)
-
-        def apply(*moved: Tensor) -> Tensor:
-            args = list(filled)
-            for i, z in zip(moving, moved):
-                args[i] = z
-            return self.apply(*args, **attrs)
-
-        zeros = [flat.new_zeros(batch * specs, *in_shapes[i]) for i in moving]
-        _, pull = torch.func.vjp(apply, *zeros)
-        As: list = [None] * len(operands)
-        for i, g in zip(moving, pull(flat)):
             As[i] = g.reshape(batch, specs, *g.shape[1:])
         return As
 
