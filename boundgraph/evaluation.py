@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Sequence
+import time
+from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -62,10 +63,12 @@ def certified(bm: BoundedModule, x: Tensor, y: Tensor, perturbation: Perturbatio
 
 def evaluate(bm: BoundedModule, batches: Iterable[tuple[Tensor, Tensor]], perturbation: Perturbation,
              methods: Sequence[str] = ("ibp", "crown-ibp", "crown"), pgd_steps: int = 200,
-             pgd_restarts: int = 1) -> dict[str, float]:
+             pgd_restarts: int = 1, seconds: Optional[dict[str, float]] = None) -> dict[str, float]:
     """Error rates in percent: ``clean``, ``pgd`` (0 steps skips it), ``verified <method>`` for each
     method, and ``verified`` (no method certifies: every method is sound, so any one certifying is a
-    proof). A verified error counts every example that cannot be certified, misclassified ones too."""
+    proof). A verified error counts every example that cannot be certified, misclassified ones too.
+    ``seconds``, if given, receives the time spent on each of those names (``pgd``, ``verified ibp``, …)."""
+    seconds = {} if seconds is None else seconds
     counts = {"clean": 0, **({"pgd": 0} if pgd_steps else {}), **{f"verified {m}": 0 for m in methods},
               "verified": 0}
     total = 0
@@ -78,12 +81,17 @@ def evaluate(bm: BoundedModule, batches: Iterable[tuple[Tensor, Tensor]], pertur
                 wrong = bm(x).argmax(1) != y
             counts["clean"] += int(wrong.sum())
             if pgd_steps:  # x is in the set: a clean error is a PGD error too
+                started = time.perf_counter()
                 adversarial = pgd_attack(bm.model, x, y, perturbation, pgd_steps, pgd_restarts)
                 with torch.no_grad():
                     counts["pgd"] += int((wrong | (bm(adversarial).argmax(1) != y)).sum())
+                seconds["pgd"] = seconds.get("pgd", 0.0) + time.perf_counter() - started
             proved = torch.zeros_like(y, dtype=torch.bool)
             for method in methods:
+                started = time.perf_counter()
                 by_method = certified(bm, x, y, perturbation, method)
+                name = f"verified {method}"
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
                 counts[f"verified {method}"] += int((~by_method).sum())
                 proved |= by_method
             counts["verified"] += int((~proved).sum())
