@@ -36,6 +36,7 @@ from examples.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, load_checkp
                                  run_cli, save_checkpoint, write_json)
 from examples.data import Split, load_dataset  # noqa: E402
 from examples.models import MODELS, relu  # noqa: E402
+from examples.progress import Eta, duration, segments, significant  # noqa: E402
 
 METHODS = ["ibp", "crown-ibp", "lbp", "crown-lbp", "gloro", "singleprop"]
 BOUND_METHODS = ["ibp", "crown-ibp", "lbp", "crown-lbp", "crown", "alpha-crown"]
@@ -45,7 +46,7 @@ DEFAULTS = dict(
     lr=5e-4, lr_decay_epochs=[], lr_decay_factor=0.1, eps_train=0.1, eps_test=0.1, schedule="smoothed",
     schedule_start=2, schedule_length=10, kappa_end=0.5, beta_end=0.0, grad_clip=10.0, train_subset=0,
     test_subset=1000, verify_methods=["ibp", "crown-ibp"], pgd_steps=200, pgd_restarts=1, seed=0,
-    out_dir="runs/default", resume=False, threads=0, normalize=False, quiet=False, activation="relu",
+    out_dir="runs/default", resume=False, threads=1, eval_every=5, eval_subset=1000, normalize=False, quiet=False, activation="relu",
     ramp_eta=0.01, lines="adaptive", norm="linf", l2_eps_test=0.0, gloro_iterations=1, loss_fusion=None, compile=False,
 )
 SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "synthetic": (1, 28)}
@@ -105,9 +106,19 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", default=None, help="continue from out-dir's checkpoint")
     parser.add_argument("--compile", action="store_true", default=None, help="run the bound programs through "
                         "torch.compile (inductor): each compiles once, 5-50 s on a CPU, then runs 10-27%% faster")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default, one per core). 1 is the "
+                        "default because, where cores are shared, torch's default of 2 threads ran 2× slower than 1 and "
+                        "erratically (0.7-25× the 1-thread time); on a machine of your own try 0")
+    parser.add_argument("--eval-every", type=int, help="every N epochs, clean and verified error on a subset of "
+                        "held-out test images at the test ε (0: only at the end)")
+    parser.add_argument("--eval-subset", type=int, help="test images of the periodic evaluation (0: all)")
     parser.add_argument("--normalize", action="store_true", default=None, help="CIFAR mean/std inside the model")
     parser.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    for action in parser._actions:  # the values live in DEFAULTS (a --config file may override them): show them
+        if action.dest in DEFAULTS and action.help is not argparse.SUPPRESS and "default:" not in (action.help or ""):
+            shown = DEFAULTS[action.dest]
+            shown = " ".join(map(str, shown)) if isinstance(shown, list) else shown
+            action.help = f"{action.help or ''} (default: {shown if shown not in ('', None) else 'none'})".strip()
     args = parser.parse_args(argv)
     config = dict(DEFAULTS)
     if args.config:
@@ -196,8 +207,15 @@ def plot(log: list, path: Path) -> None:
 
     epochs = [entry["epoch"] for entry in log]
     figure, errors = plt.subplots(figsize=(7, 4))
-    errors.plot(epochs, [e["train clean error"] for e in log], label="clean error (train)")
-    errors.plot(epochs, [e["train verified error"] for e in log], label="verified error (train bound)")
+    named = next((key for key in ("train bound error", "singleprop margin error (not a certificate)",
+                                  "train verified error") if key in log[0]), None)  # the last: older logs
+    errors.plot(epochs, [e["train clean error"] for e in log], label="clean error (2000 training images)")
+    if named:
+        errors.plot(epochs, [e[named] for e in log], label=f"{named} (running)")
+    tested = [e for e in log if "test verified error" in e]
+    if tested:
+        errors.plot([e["epoch"] for e in tested], [e["test verified error"] for e in tested], "o-",
+                    label="verified error (test subset)")
     errors.set_xlabel("epoch")
     errors.set_ylabel("error (%)")
     errors.set_ylim(0, 100)
@@ -210,6 +228,49 @@ def plot(log: list, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def step_kind(args, eps: float, beta: float) -> str:
+    """What a training step at ``eps``, ``beta`` computes, for the ETA: steps of one kind cost alike."""
+    if eps == 0:
+        return "natural"
+    if args.method in ("crown-ibp", "crown-lbp") and beta == 0:
+        return "ibp" if args.method == "crown-ibp" else "lbp"
+    return args.method
+
+
+def bound_name(args) -> str:
+    """What the running training error measures: a certificate by the training bound, except SingleProp's."""
+    return "singleprop margin error (not a certificate)" if args.method == "singleprop" else "train bound error"
+
+
+def header(args, model: nn.Module, data: Split, test: Split, steps_per_epoch: int) -> str:
+    """What the run is: model, data and where they came from, method, schedules, batch, threads, output."""
+    per_epoch = steps_per_epoch
+    full = args.schedule_start + args.schedule_length
+    lines = [
+        f"model      {args.model} ({args.activation}), {sum(p.numel() for p in model.parameters()):,} parameters"
+        f"{', CIFAR normalisation inside' if args.normalize else ''}",
+        f"data       {args.dataset}: {len(data):,} training images from {data.source or 'memory'}; "
+        f"{len(test):,} test images from {test.source or 'memory'}",
+        f"method     {args.method}" + (", loss fusion (one backward row)" if args.loss_fusion else "")
+        + (f", lines {args.lines}" if args.method != "gloro" else "") + (", compiled" if args.compile else ""),
+        f"epsilon    {args.norm} 0 → {significant(args.eps_train)} ({args.schedule} ramp over epochs "
+        f"{significant(args.schedule_start)}–{significant(full)}; full ε from epoch {math.ceil(full) + 1}), "
+        f"tested at {significant(args.eps_test)}",
+        f"kappa      1 → {significant(args.kappa_end)} (weight of the natural loss, following ε)"
+        + (f"; beta 1 → {significant(args.beta_end)} (weight of CROWN-IBP against IBP)"
+           if args.method in ("crown-ibp", "crown-lbp") else ""),
+        f"training   {args.epochs} epochs of {per_epoch} steps, batch {args.batch_size}, Adam lr "
+        f"{significant(args.lr)}" + (f" ×{significant(args.lr_decay_factor)} at epochs "
+                                     f"{', '.join(map(str, args.lr_decay_epochs))}" if args.lr_decay_epochs else "")
+        + f", seed {args.seed}, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}",
+        "evaluation " + (f"every {args.eval_every} epochs on {args.eval_subset or 'all'} test images; " if
+                         args.eval_every else "") + f"at the end on {len(test):,}: clean, PGD-{args.pgd_steps}, "
+        f"verified by {', '.join(args.verify_methods) or 'no method'}",
+        f"output     {Path(args.out_dir).resolve()}",
+    ]
+    return "\n".join(lines)
 
 
 def train(args) -> dict:
@@ -232,6 +293,12 @@ def train(args) -> dict:
     eps_schedule, kappa_schedule, beta_schedule = schedules(args, steps_per_epoch)
     log, first_epoch = resume(state, checkpoint, model, optimizer, decay, bm) if state is not None else ([], 0)
     probe = data.subset(2000, seed=args.seed + 1)  # the per-epoch clean error, on a stratified sample
+    held_out = test.subset(args.eval_subset, seed=args.seed + 2) if args.eval_subset else test
+    print(header(args, model, data, test, steps_per_epoch), flush=True)
+    layout = segments(step_kind(args, eps_schedule.value(at), beta_schedule.value(at))
+                      for at in range(args.epochs * steps_per_epoch))
+    eta = Eta()
+    named = bound_name(args)
     for epoch in range(first_epoch, args.epochs):
         model.train()
         started = time.perf_counter()
@@ -246,6 +313,7 @@ def train(args) -> dict:
                                       leave=False)
         for step, (x, y) in enumerate(batches):
             at = epoch * steps_per_epoch + step
+            step_started = time.perf_counter()
             eps, kappa, beta = eps_schedule.value(at), kappa_schedule.value(at), beta_schedule.value(at)
             if eps == 0:  # warm-up: κ = 1, so the natural loss alone; at ε = 0 margins are exact
                 logits = model(x)
@@ -269,9 +337,13 @@ def train(args) -> dict:
                 totals["loss"] += float(loss) * len(y)
                 totals["verified"] += int((margins <= 0).any(1).sum())
                 totals["count"] += len(y)
-            if progress is not None:
-                progress.set_postfix(loss=f"{totals['loss'] / totals['count']:.3f}", eps=f"{eps:.3f}",
-                                     robust_err=f"{100 * totals['verified'] / totals['count']:.1f}%")
+            eta.record(step_kind(args, eps, beta), time.perf_counter() - step_started)
+            if progress is not None and (step % 10 == 0 or step == steps_per_epoch - 1):
+                progress.set_postfix_str(
+                    f"loss {totals['loss'] / totals['count']:.3f}, eps {significant(eps)}, kappa {significant(kappa)}, "
+                    f"beta {significant(beta)}, {named.replace(' (not a certificate)', '')} "
+                    f"{100 * totals['verified'] / totals['count']:.1f}% (running), run ETA "
+                    f"{eta.describe(layout, at + 1)}", refresh=False)
         decay.step()
         seconds = time.perf_counter() - started
         model.eval()
@@ -279,7 +351,11 @@ def train(args) -> dict:
             clean = sum(int((model(x).argmax(1) != y).sum()) for x, y in probe.batches(500))
         entry = {"epoch": epoch + 1, "eps": eps, "kappa": kappa, "beta": beta, "lr": optimizer.param_groups[0]["lr"],
                  "loss": totals["loss"] / totals["count"], "train clean error": 100 * clean / len(probe),
-                 "train verified error": 100 * totals["verified"] / totals["count"], "seconds": seconds}
+                 named: 100 * totals["verified"] / totals["count"], "seconds": seconds}
+        if args.eval_every and (epoch + 1) % args.eval_every == 0 and epoch + 1 < args.epochs:
+            methods = [m for m in args.verify_methods if m not in ("crown", "alpha-crown")]  # the cheap ones
+            tested = evaluate(bm, held_out.batches(200), ball(args.norm, args.eps_test), methods, 0)
+            entry["test clean error"], entry["test verified error"] = tested["clean"], tested["verified"]
         log.append(entry)
         save_checkpoint(checkpoint, {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
                                      "optimizer": optimizer.state_dict(), "decay": decay.state_dict(),
@@ -287,8 +363,12 @@ def train(args) -> dict:
                                      "log": log, "epoch": epoch + 1, "args": vars(args)})
         write_json(out / "log.json", log)
         plot(log, out / "curves.png")
-        print(f"epoch {epoch + 1:3d}  eps {eps:.4f}  loss {entry['loss']:.4f}  clean err {entry['train clean error']:5.2f}%"
-              f"  verified err (train bound) {entry['train verified error']:5.2f}%  {seconds:.1f}s", flush=True)
+        tested = (f"  test (ε {significant(args.eps_test)}, {len(held_out)} images): clean {entry['test clean error']:.2f}%"
+                  f" verified {entry['test verified error']:.2f}%" if "test clean error" in entry else "")
+        print(f"epoch {epoch + 1:3d}/{args.epochs}  eps {significant(eps)}  kappa {significant(kappa)}  beta "
+              f"{significant(beta)}  loss {entry['loss']:.4f}  {named} {entry[named]:.2f}% (running, train mode)"
+              f"  clean error {entry['train clean error']:.2f}% ({len(probe)} training images, eval mode){tested}  "
+              f"{duration(seconds)}, run ETA {eta.describe(layout, (epoch + 1) * steps_per_epoch)}", flush=True)
     model.eval()
     errors = evaluate(bm, test.batches(200), ball(args.norm, args.eps_test), args.verify_methods,
                       args.pgd_steps, args.pgd_restarts)
