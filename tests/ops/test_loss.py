@@ -114,7 +114,7 @@ def test_the_fused_loss_is_differentiable_and_trains():
         difference = (values[0] - values[1]) / 2e-6
         assert abs(float((weight.grad * direction).sum()) - difference) < 1e-5 * (1 + abs(difference)), layer
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    first = float(robust_loss(bm, x, y, ptb, "crown-ibp", fused=True))
+    first = float(robust_loss(bm, x, y, ptb, "crown-ibp", fused=True).detach())
     for _ in range(40):
         loss = robust_loss(bm, x, y, ptb, "crown-ibp", fused=True)
         optimizer.zero_grad()
