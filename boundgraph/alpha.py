@@ -43,19 +43,70 @@ def _outside_inference(value: Any) -> Any:
     return value
 
 
+def _rows_of(value: Any, batch: int, index: Tensor) -> Any:
+    """``value`` cut to the examples ``index``: tensors whose first dimension is the batch, perturbations
+    through their ``select``; anything else unchanged."""
+    if isinstance(value, Tensor):
+        return value[index] if value.dim() and value.shape[0] == batch else value
+    return value
+
+
+def _alpha_bytes_per_example(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor], crown: dict) -> int:
+    """Bytes of α-CROWN's slopes for one example (they grow with the examples: one slope per neuron per start
+    node per example), from a CROWN pass on the first example."""
+    first = torch.arange(1, device=inputs[0].device)
+    batch = inputs[0].shape[0]
+    alphas: dict[str, Tensor] = {}
+    with torch.no_grad():
+        bm.program("crown", with_spec=C is not None, **crown)(
+            bm.core, tuple(_rows_of(i, batch, first) for i in inputs),
+            tuple(p.select(inputs[0], first) if p is not None else None for p in perturbations),
+            _rows_of(C, batch, first) if C is not None else None, alphas)
+    return sum(alpha.numel() * alpha.element_size() for alpha in alphas.values())
+
+
 def optimized_bounds(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor], options: dict, iterations: int,
                      lr: float) -> Interval:
     """α-CROWN's bounds for checked ``inputs``, ``perturbations`` and ``C``; ``options`` are those of the
     CROWN program (perturbed inputs, batch statistics, bounds asked for). Runs with gradients on, also
-    under ``torch.no_grad()`` or ``torch.inference_mode()``; the result carries no gradient."""
+    under ``torch.no_grad()`` or ``torch.inference_mode()``; the result carries no gradient.
+
+    Memory: the slopes (and their gradients, Adam's moments and the sweeps' saved tensors, a few times as
+    much) grow with the batch, so the examples are optimised in chunks whose slopes fit the sweep budget
+    (``set_sweep_budget``). Each example's slopes are its own, so chunks give the same bounds, unless batch
+    norm runs on batch statistics (then the whole batch at once)."""
+    from . import emit
+
     if iterations < 0 or not lr > 0:
         raise ValueError(f"alpha-crown needs iterations >= 0 and lr > 0, got {iterations} and {lr}")
-    want_lower, want_upper = options["bound_lower"], options["bound_upper"]
     crown = {k: v for k, v in options.items() if k != "with_spec"}
     crown.update(lines="alpha", bound_lower=True, bound_upper=False)
     batch = inputs[0].shape[0]
     with torch.inference_mode(False), torch.enable_grad():
         inputs, C, perturbations = _outside_inference((inputs, C, perturbations))
+        chunk = batch
+        if batch > 1 and not options.get("batch_statistics"):
+            per_example = _alpha_bytes_per_example(bm, inputs, perturbations, C, crown)
+            chunk = max(1, min(batch, emit.SWEEP_BUDGET_BYTES // max(per_example, 1)))
+        if chunk >= batch:
+            return _optimized_chunk(bm, inputs, perturbations, C, options, crown, iterations, lr)
+        parts = []
+        for index in torch.arange(batch, device=inputs[0].device).split(chunk):
+            parts.append(_optimized_chunk(
+                bm, tuple(_rows_of(i, batch, index) for i in inputs),
+                tuple(p.select(inputs[0], index) if p is not None else None for p in perturbations),
+                _rows_of(C, batch, index) if C is not None else None, options, crown, iterations, lr))
+    lower = torch.cat([part.lower for part in parts]) if options["bound_lower"] else None
+    upper = torch.cat([part.upper for part in parts]) if options["bound_upper"] else None
+    return Interval(lower, upper)
+
+
+def _optimized_chunk(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor], options: dict, crown: dict,
+                     iterations: int, lr: float) -> Interval:
+    """``optimized_bounds`` for one chunk of examples (all of them optimised together)."""
+    want_lower, want_upper = options["bound_lower"], options["bound_upper"]
+    batch = inputs[0].shape[0]
+    with torch.inference_mode(False), torch.enable_grad():
 
         def lower_of(spec: Optional[Tensor]) -> Tensor:
             program = bm.program("crown", with_spec=spec is not None, **crown)

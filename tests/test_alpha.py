@@ -109,3 +109,34 @@ def test_each_sweep_has_its_own_slopes_and_the_last_one_per_specification_row():
     starts = {start for _, start in alphas}
     assert len(starts) >= 2, alphas.keys()  # the second ReLU's input has a sweep (and slopes of the first) of its own
     assert all(alphas[key].shape == (2, 6) for key in alphas if key[0] == relus[0] and key[1] != output)
+
+
+def test_alpha_crown_optimises_examples_in_chunks_that_fit_the_budget_with_the_same_bounds(monkeypatch):
+    """The slopes grow with the batch: under a small budget the examples are optimised a few at a time (each
+    example's slopes are its own), with per-example radii and specifications cut alongside."""
+    import boundgraph.alpha as alpha_module
+    from boundgraph.emit import SWEEP_BUDGET_BYTES, set_sweep_budget
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    ptb = LinfBall(torch.linspace(0.1, 0.6, 6, dtype=torch.float64))  # one radius per example
+    C = margin_spec(y, 3, torch.float64)
+    bm = BoundedModule(model, x)
+    whole = bm.bounds(x, ptb, "alpha-crown", C, iterations=5)
+    sizes = []
+    real_chunk = alpha_module._optimized_chunk
+    monkeypatch.setattr(alpha_module, "_optimized_chunk",
+                        lambda bm, inputs, *rest: sizes.append(inputs[0].shape[0]) or real_chunk(bm, inputs, *rest))
+    per_example = alpha_module._alpha_bytes_per_example(
+        bm, (x,), (ptb,), C, dict(perturbed=[0], bound_lower=True, bound_upper=False, lines="alpha",
+                                  batch_statistics=(), loss_fusion=False))
+    try:
+        set_sweep_budget(2 * per_example)  # two examples' slopes at a time
+        chunked = bm.bounds(x, ptb, "alpha-crown", C, iterations=5)
+        assert sizes == [2, 2, 2]
+        assert_sound(bm, x, ptb, "alpha-crown", C, n=8)  # sampled points inside the chunked bounds
+    finally:
+        set_sweep_budget(SWEEP_BUDGET_BYTES)
+    torch.testing.assert_close(tuple(chunked), tuple(whole), rtol=1e-10, atol=1e-10)
