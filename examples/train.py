@@ -46,7 +46,7 @@ DEFAULTS = dict(
     lr=5e-4, lr_decay_epochs=[], lr_decay_factor=0.1, eps_train=0.1, eps_test=0.1, schedule="smoothed",
     schedule_start=2, schedule_length=10, kappa_end=0.5, beta_end=0.0, grad_clip=10.0, train_subset=0,
     test_subset=1000, verify_methods=["ibp", "crown-ibp"], pgd_steps=200, pgd_restarts=1, seed=0,
-    out_dir="runs/default", resume=False, threads=1, eval_every=5, eval_subset=1000, normalize=False, quiet=False, activation="relu",
+    out_dir="runs/default", resume=False, threads=0, eval_every=5, eval_subset=1000, normalize=False, quiet=False, activation="relu",
     ramp_eta=0.01, lines="adaptive", norm="linf", l2_eps_test=0.0, gloro_iterations=1, loss_fusion=None, compile=False,
 )
 SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "synthetic": (1, 28)}
@@ -106,9 +106,10 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", default=None, help="continue from out-dir's checkpoint")
     parser.add_argument("--compile", action="store_true", default=None, help="run the bound programs through "
                         "torch.compile (inductor): each compiles once, 5-50 s on a CPU, then runs 10-27%% faster")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default, one per core). 1 is the "
-                        "default because, where cores are shared, torch's default of 2 threads ran 2× slower than 1 and "
-                        "erratically (0.7-25× the 1-thread time); on a machine of your own try 0")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default, one per core). On an "
+                        "idle 2-core machine 2 threads made a fused CROWN-IBP step 1.7× faster than 1 (79 vs 137 ms, "
+                        "DM-small, batch 256); where the cores are shared with other work, 1 thread was 2× faster and "
+                        "steadier: then use --threads 1")
     parser.add_argument("--eval-every", type=int, help="every N epochs, clean and verified error on a subset of "
                         "held-out test images at the test ε (0: only at the end)")
     parser.add_argument("--eval-subset", type=int, help="test images of the periodic evaluation (0: all)")

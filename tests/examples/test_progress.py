@@ -38,7 +38,7 @@ def test_help_shows_every_default():
         parse(["--help"])
     text = " ".join(printed.getvalue().split("options:")[1].split())
     for flag, value in (("--epochs", DEFAULTS["epochs"]), ("--batch-size", DEFAULTS["batch_size"]),
-                        ("--threads", DEFAULTS["threads"]), ("--eval-every", DEFAULTS["eval_every"])):
+                        ("--eval-every", DEFAULTS["eval_every"])):
         described = text.split(f"{flag} {flag.lstrip('-').upper().replace('-', '_')} ")[1].split(" --")[0]
         assert described.endswith(f"(default: {value})"), described
 
