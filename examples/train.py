@@ -247,7 +247,6 @@ def bound_name(args) -> str:
 
 def header(args, model: nn.Module, data: Split, test: Split, steps_per_epoch: int) -> str:
     """What the run is: model, data and where they came from, method, schedules, batch, threads, output."""
-    per_epoch = steps_per_epoch
     full = args.schedule_start + args.schedule_length
     lines = [
         f"model      {args.model} ({args.activation}), {sum(p.numel() for p in model.parameters()):,} parameters"
@@ -262,7 +261,7 @@ def header(args, model: nn.Module, data: Split, test: Split, steps_per_epoch: in
         f"kappa      1 → {significant(args.kappa_end)} (weight of the natural loss, following ε)"
         + (f"; beta 1 → {significant(args.beta_end)} (weight of CROWN-IBP against IBP)"
            if args.method in ("crown-ibp", "crown-lbp") else ""),
-        f"training   {args.epochs} epochs of {per_epoch} steps, batch {args.batch_size}, Adam lr "
+        f"training   {args.epochs} epochs of {steps_per_epoch} steps, batch {args.batch_size}, Adam lr "
         f"{significant(args.lr)}" + (f" ×{significant(args.lr_decay_factor)} at epochs "
                                      f"{', '.join(map(str, args.lr_decay_epochs))}" if args.lr_decay_epochs else "")
         + f", seed {args.seed}, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}",

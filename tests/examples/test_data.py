@@ -153,7 +153,7 @@ def test_the_mnist_pickle_gives_back_its_bytes_train_and_val_joined_in_order(tmp
     test = load_dataset("mnist", train=False, data_dir=str(tmp_path))
     assert torch.equal(test.images, torch.from_numpy(pixels["test"][0].reshape(-1, 1, 28, 28) / 255.0).float())
     assert test.labels.tolist() == pixels["test"][1].tolist() and str(tmp_path) in test.source
-    assert not list(tmp_path.glob(".*partial"))  # written atomically: no partial file is left
+    assert not list(tmp_path.glob(".*"))  # written atomically: no temporary file is left
 
 
 def test_a_pickle_with_the_wrong_checksum_is_refused():
