@@ -35,6 +35,7 @@ from boundgraph.schedules import FollowEps, LinearRamp, SmoothedRamp  # noqa: E4
 from examples.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, restore_model,  # noqa: E402
                                  run_cli, save_checkpoint, write_json)
 from examples.data import Split, load_dataset  # noqa: E402
+from examples.distributed import World, join, leave  # noqa: E402
 from examples.models import MODELS, relu  # noqa: E402
 from examples.progress import Eta, duration, segments, significant  # noqa: E402
 
@@ -46,7 +47,7 @@ DEFAULTS = dict(
     lr=5e-4, lr_decay_epochs=[], lr_decay_factor=0.1, eps_train=0.1, eps_test=0.1, schedule="smoothed",
     schedule_start=2, schedule_length=10, kappa_end=0.5, beta_end=0.0, grad_clip=10.0, train_subset=0,
     test_subset=1000, verify_methods=["ibp", "crown-ibp"], pgd_steps=200, pgd_restarts=1, seed=0,
-    out_dir="runs/default", resume=False, threads=0, eval_every=5, eval_subset=1000, normalize=False, quiet=False, activation="relu",
+    out_dir="runs/default", resume=False, device="cpu", threads=0, eval_every=5, eval_subset=1000, normalize=False, quiet=False, activation="relu",
     ramp_eta=0.01, lines="adaptive", norm="linf", l2_eps_test=0.0, gloro_iterations=1, loss_fusion=None, compile=False,
 )
 SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "synthetic": (1, 28)}
@@ -106,6 +107,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", default=None, help="continue from out-dir's checkpoint")
     parser.add_argument("--compile", action="store_true", default=None, help="run the bound programs through "
                         "torch.compile (inductor): each compiles once, 5-50 s on a CPU, then runs 10-27%% faster")
+    parser.add_argument("--device", help="cpu or cuda; under torchrun each process takes the GPU of its LOCAL_RANK "
+                        "(nccl) or runs on the CPU (gloo)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default, one per core). On an "
                         "idle 2-core machine 2 threads made a fused CROWN-IBP step 1.7× faster than 1 (79 vs 137 ms, "
                         "DM-small, batch 256); where the cores are shared with other work, 1 thread was 2× faster and "
@@ -134,6 +137,13 @@ def parse(argv=None) -> argparse.Namespace:
                      f"{config['method']} has no such bound")
     if config["loss_fusion"] is None:
         config["loss_fusion"] = config["method"] not in ("gloro", "singleprop")
+    try:
+        device = torch.device(config["device"])
+    except RuntimeError:
+        parser.error(f"--device {config['device']}: not a device; use cpu or cuda")
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
+        parser.error(f"--device {config['device']}: " + ("torch sees no CUDA GPU here" if device.type == "cuda"
+                                                         else "training runs on cpu or cuda"))
     if config["method"] == "gloro" and config["norm"] != "l2":
         parser.error("GloRo certifies L2 balls: add --norm l2 (and an L2 radius, e.g. --eps-train 1 --eps-test 1)")
     return argparse.Namespace(**config)
@@ -245,7 +255,7 @@ def bound_name(args) -> str:
     return "singleprop margin error (not a certificate)" if args.method == "singleprop" else "train bound error"
 
 
-def header(args, model: nn.Module, data: Split, test: Split, steps_per_epoch: int) -> str:
+def header(args, model: nn.Module, data: Split, test: Split, steps_per_epoch: int, world: World = World()) -> str:
     """What the run is: model, data and where they came from, method, schedules, batch, threads, output."""
     full = args.schedule_start + args.schedule_length
     lines = [
@@ -264,7 +274,10 @@ def header(args, model: nn.Module, data: Split, test: Split, steps_per_epoch: in
         f"training   {args.epochs} epochs of {steps_per_epoch} steps, batch {args.batch_size}, Adam lr "
         f"{significant(args.lr)}" + (f" ×{significant(args.lr_decay_factor)} at epochs "
                                      f"{', '.join(map(str, args.lr_decay_epochs))}" if args.lr_decay_epochs else "")
-        + f", seed {args.seed}, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}",
+        + f", seed {args.seed}, {world.device}, {torch.get_num_threads()} thread"
+        f"{'s' if torch.get_num_threads() > 1 else ''}" + (" per process" if world.size > 1 else ""),
+        *([f"parallel   {world.describe(args.batch_size)}; rank 0 logs, evaluates and checkpoints"]
+          if world.size > 1 else []),
         "evaluation " + (f"every {args.eval_every} epochs on {args.eval_subset or 'all'} test images; " if
                          args.eval_every else "") + f"at the end on {len(test):,}: clean, PGD-{args.pgd_steps}, "
         f"verified by {', '.join(args.verify_methods) or 'no method'}",
@@ -273,28 +286,55 @@ def header(args, model: nn.Module, data: Split, test: Split, steps_per_epoch: in
     return "\n".join(lines)
 
 
+def on(device: torch.device, batches):
+    """``batches`` with each ``(x, y)`` moved to ``device``."""
+    for x, y in batches:
+        yield x.to(device), y.to(device)
+
+
 def train(args) -> dict:
-    """Train as ``args`` says, evaluate, and return the results (also written to out-dir)."""
+    """Train as ``args`` says, evaluate, and return the results (also written to out-dir). Under ``torchrun``,
+    data-parallel (``examples/distributed.py``): rank 0 prints, evaluates, writes the files and returns the
+    results; the other ranks return ``{}``."""
+    world = join(args.device)
+    try:
+        return _train(args, world)
+    finally:
+        leave(world, wait=False)  # after an error; a finished run has left already
+
+
+def _train(args, world: World) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    data, test = load_data(args)
+    device = world.device
+    with world.main_first():  # a first download of the data happens once
+        data, test = load_data(args)
     out = Path(args.out_dir)
     checkpoint = out / "checkpoint.pt"
     state = load_checkpoint(checkpoint) if args.resume and checkpoint.exists() else None
     out.mkdir(parents=True, exist_ok=True)
-    model = build_model(args)
+    model = build_model(args).to(device)
     if args.activation == "paramramp":
-        init_ramps(model, data.images[:1000])
-    bm = BoundedModule(model, data.images[:2], compile=args.compile)
+        init_ramps(model, data.images[:1000].to(device))
+    bm = BoundedModule(model, data.images[:2].to(device), compile=args.compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     decay = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_decay_epochs, args.lr_decay_factor)
     steps_per_epoch = (len(data) + args.batch_size - 1) // args.batch_size
     eps_schedule, kappa_schedule, beta_schedule = schedules(args, steps_per_epoch)
     log, first_epoch = resume(state, checkpoint, model, optimizer, decay, bm) if state is not None else ([], 0)
+    low, high = world.span(first_epoch)
+    if low != high:
+        raise CheckpointError(f"the processes found different checkpoints to resume from ({checkpoint.resolve()} "
+                              f"is at epoch {first_epoch} on rank {world.rank}; epochs {low} to {high} across the "
+                              f"ranks): with several machines, --out-dir must be a folder they all share")
+    net = bm  # what the training step calls: under DDP, the wrapper that all-reduces the gradients
+    if world.size > 1:
+        net = nn.parallel.DistributedDataParallel(bm, device_ids=[device] if device.type == "cuda" else None)
     probe = data.subset(2000, seed=args.seed + 1)  # the per-epoch clean error, on a stratified sample
     held_out = test.subset(args.eval_subset, seed=args.seed + 2) if args.eval_subset else test
-    print(header(args, model, data, test, steps_per_epoch), flush=True)
+    if world.main:
+        print(header(args, model, data, test, steps_per_epoch, world), flush=True)
     layout = segments(step_kind(args, eps_schedule.value(at), beta_schedule.value(at))
                       for at in range(args.epochs * steps_per_epoch))
     eta = Eta()
@@ -302,59 +342,67 @@ def train(args) -> dict:
     for epoch in range(first_epoch, args.epochs):
         model.train()
         started = time.perf_counter()
-        totals = {"loss": 0.0, "verified": 0, "count": 0}
+        totals = {"loss": 0.0, "verified": 0, "count": 0}  # this rank's
         order = torch.Generator().manual_seed(args.seed * 100003 + epoch)  # the same order after a resume
         batches = data.batches(args.batch_size, shuffle=True, generator=order)
         progress = None
-        if not args.quiet:
+        if not args.quiet and world.main:
             from tqdm import tqdm
 
             progress = batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
                                       leave=False)
-        for step, (x, y) in enumerate(batches):
+        for step, batch in enumerate(batches):
             at = epoch * steps_per_epoch + step
             step_started = time.perf_counter()
+            x, y, weight = world.share(*batch)  # the whole batch on one process
+            x, y = x.to(device), y.to(device)
             eps, kappa, beta = eps_schedule.value(at), kappa_schedule.value(at), beta_schedule.value(at)
             if eps == 0:  # warm-up: κ = 1, so the natural loss alone; at ε = 0 margins are exact
-                logits = model(x)
+                logits = net(x)
                 loss = F.cross_entropy(logits, y)
                 margins = torch.einsum("bso,bo->bs", margin_spec(y, logits.shape[1], logits.dtype), logits.detach())
             elif args.method == "gloro":  # the bottom logit must lose for a point to be certified
-                logits = gloro_logits(bm, x, eps, iterations=args.gloro_iterations)
+                logits = gloro_logits(net, x, eps, iterations=args.gloro_iterations)
                 loss = kappa * F.cross_entropy(logits[:, :-1], y) + (1 - kappa) * F.cross_entropy(logits, y)
                 margins = (logits.argmax(1) == y).to(logits.dtype).unsqueeze(1) - 0.5
             else:
-                loss, margins = robust_loss(bm, x, y, ball(args.norm, eps), args.method, beta=beta, kappa=kappa,
+                loss, margins = robust_loss(net, x, y, ball(args.norm, eps), args.method, beta=beta, kappa=kappa,
                                             lines=args.lines, return_margins=True, fused=args.loss_fusion)
                 if args.loss_fusion:  # the loss bound U certifies an example where U < log 2
                     margins = math.log(2) - margins
             optimizer.zero_grad()
-            loss.backward()
+            (loss if world.size == 1 else loss * weight).backward()  # DDP averages: the global batch's mean
             if args.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             optimizer.step()
-            with torch.no_grad():
-                totals["loss"] += float(loss) * len(y)
-                totals["verified"] += int((margins <= 0).any(1).sum())
-                totals["count"] += len(y)
+            if weight:
+                with torch.no_grad():
+                    totals["loss"] += float(loss) * len(y)
+                    totals["verified"] += int((margins <= 0).any(1).sum())
+                    totals["count"] += len(y)
             eta.record(step_kind(args, eps, beta), time.perf_counter() - step_started)
             if progress is not None and (step % 10 == 0 or step == steps_per_epoch - 1):
                 progress.set_postfix_str(
                     f"loss {totals['loss'] / totals['count']:.3f}, eps {significant(eps)}, kappa {significant(kappa)}, "
                     f"beta {significant(beta)}, {named.replace(' (not a certificate)', '')} "
-                    f"{100 * totals['verified'] / totals['count']:.1f}% (running), run ETA "
-                    f"{eta.describe(layout, at + 1)}", refresh=False)
+                    f"{100 * totals['verified'] / totals['count']:.1f}% (running"
+                    f"{', this process' if world.size > 1 else ''}), run ETA {eta.describe(layout, at + 1)}",
+                    refresh=False)
         decay.step()
+        totals["loss"], totals["verified"], totals["count"] = world.sum(
+            [totals["loss"], totals["verified"], totals["count"]])
         seconds = time.perf_counter() - started
+        if not world.main:
+            continue
         model.eval()
         with torch.no_grad():
-            clean = sum(int((model(x).argmax(1) != y).sum()) for x, y in probe.batches(500))
+            clean = sum(int((model(x).argmax(1) != y).sum()) for x, y in on(device, probe.batches(500)))
         entry = {"epoch": epoch + 1, "eps": eps, "kappa": kappa, "beta": beta, "lr": optimizer.param_groups[0]["lr"],
                  "loss": totals["loss"] / totals["count"], "train clean error": 100 * clean / len(probe),
                  named: 100 * totals["verified"] / totals["count"], "seconds": seconds}
         if args.eval_every and (epoch + 1) % args.eval_every == 0 and epoch + 1 < args.epochs:
             methods = [m for m in args.verify_methods if m not in ("crown", "alpha-crown")]  # the cheap ones
-            tested = evaluate(bm, held_out.batches(200), ball(args.norm, args.eps_test), methods, 0)
+            tested = evaluate(bm, on(device, held_out.batches(200)), ball(args.norm, args.eps_test), methods, 0)
             entry["test clean error"], entry["test verified error"] = tested["clean"], tested["verified"]
         log.append(entry)
         save_checkpoint(checkpoint, {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
@@ -369,16 +417,19 @@ def train(args) -> dict:
               f"{significant(beta)}  loss {entry['loss']:.4f}  {named} {entry[named]:.2f}% (running, train mode)"
               f"  clean error {entry['train clean error']:.2f}% ({len(probe)} training images, eval mode){tested}  "
               f"{duration(seconds)}, run ETA {eta.describe(layout, (epoch + 1) * steps_per_epoch)}", flush=True)
+    leave(world)  # the last checkpoint is written: the other ranks are done; rank 0 evaluates alone
+    if not world.main:
+        return {}
     model.eval()
-    errors = evaluate(bm, test.batches(200), ball(args.norm, args.eps_test), args.verify_methods,
+    errors = evaluate(bm, on(device, test.batches(200)), ball(args.norm, args.eps_test), args.verify_methods,
                       args.pgd_steps, args.pgd_restarts)
     results = {"errors": errors, "norm": args.norm, "eps_test": args.eps_test, "test images": len(test),
-               "seconds per epoch": [e["seconds"] for e in log], "args": vars(args)}
+               "seconds per epoch": [e["seconds"] for e in log], "processes": world.size, "args": vars(args)}
     l2_eps = args.eps_test if args.norm == "l2" else args.l2_eps_test
     if l2_eps:  # every model has a global Lipschitz certificate too (GloRo's, exact layer norms)
-        l2 = errors if args.norm == "l2" else evaluate(bm, test.batches(200), ball("l2", l2_eps),
+        l2 = errors if args.norm == "l2" else evaluate(bm, on(device, test.batches(200)), ball("l2", l2_eps),
                                                        args.verify_methods, 0)
-        l2["verified lipschitz"] = 100.0 - vra(bm, test.batches(500), l2_eps)["vra"]
+        l2["verified lipschitz"] = 100.0 - vra(bm, on(device, test.batches(500)), l2_eps)["vra"]
         results["l2 errors"], results["l2 eps_test"] = l2, l2_eps
         with torch.no_grad():
             results["lipschitz K max"] = float(pairwise_lipschitz(bm, exact=True).max())

@@ -125,3 +125,12 @@ def test_train_and_test_subsets_are_seeded_stratified_samples(monkeypatch):
     assert torch.equal(again.images, data.images)
     other, _ = train_module.load_data(parse(["--dataset", "synthetic", "--train-subset", "50", "--seed", "4"]))
     assert not torch.equal(other.images, data.images)
+
+
+@pytest.mark.parametrize("device, message", [("foo", "not a device"), ("mps", "runs on cpu or cuda")]
+                         + ([] if torch.cuda.is_available() else [("cuda", "sees no CUDA GPU")]))
+def test_a_device_training_cannot_use_is_refused_by_name_before_anything_runs(device, message, capsys):
+    with pytest.raises(SystemExit):
+        parse(["--device", device])
+    error = capsys.readouterr().err
+    assert f"--device {device}: " in error and message in error
