@@ -20,6 +20,9 @@ from torch import Tensor
 from .ir import Interval
 from .perturbation import Perturbation
 
+PROBE_EXAMPLES = 8  # examples of the memory probe: a chunk's sweeps take the union of its unstable neurons
+ALPHA_BUDGET_SWEEPS = 4  # an α chunk keeps at most this many sweep budgets (verify.py's memory is 8 of them)
+
 
 def alpha_crown(bm, x: Tensor, perturbation: Perturbation, C: Optional[Tensor] = None, iterations: int = 20,
                 lr: float = 0.1, bound_upper: bool = False) -> Interval:
@@ -55,16 +58,27 @@ def _examples(inputs: tuple, perturbations: tuple, C: Optional[Tensor], index: T
             tuple(p.select(inputs[0], index) if p is not None else None for p in perturbations), rows(C))
 
 
-def _alpha_bytes_per_example(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor], crown: dict) -> int:
-    """Bytes of α-CROWN's slopes for one example (they grow with the examples: one slope per neuron per start
-    node per example), from a CROWN pass on the first example."""
+def _bytes_per_example(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor], crown: dict) -> int:
+    """Bytes one example's α-CROWN iteration keeps, from a CROWN pass on the first example: what autograd saves
+    for the backward pass through the slopes (every sweep's coefficients, all rows: the sweeps' chunking bounds
+    only their transient tensors), counted once per storage, plus three more copies of the slopes (their
+    gradient and Adam's two moments). Both grow with the examples, one slope per neuron per start node each."""
+    count = min(inputs[0].shape[0], PROBE_EXAMPLES)
     first_inputs, first_perturbations, first_C = _examples(inputs, perturbations, C,
-                                                           torch.arange(1, device=inputs[0].device))
+                                                           torch.arange(count, device=inputs[0].device))
     alphas: dict[str, Tensor] = {}
-    with torch.no_grad():
+    storages: dict[int, int] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         bm.program("crown", with_spec=C is not None, **crown)(bm.core, first_inputs, first_perturbations, first_C,
                                                               alphas)
-    return sum(alpha.numel() * alpha.element_size() for alpha in alphas.values())
+    kept = sum(storages.values()) + 3 * sum(alpha.numel() * alpha.element_size() for alpha in alphas.values())
+    return kept // count
 
 
 def optimized_bounds(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor], options: dict, iterations: int,
@@ -73,9 +87,12 @@ def optimized_bounds(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor
     CROWN program (perturbed inputs, batch statistics, bounds asked for). Runs with gradients on, also
     under ``torch.no_grad()`` or ``torch.inference_mode()``; the result carries no gradient.
 
-    Memory: the slopes (and their gradients, Adam's moments and the sweeps' saved tensors, a few times as
-    much) grow with the batch, so the examples are optimised in chunks whose slopes fit the sweep budget
-    (``set_sweep_budget``). Each example's slopes are its own, so chunks give the same bounds, unless batch
+    Chunks: on a CPU the examples are optimised ``CROWN_EXAMPLES_CPU`` at a time, as full CROWN runs there
+    (``bounded_module``; 16 DM-small images, 5 iterations, one thread: 73 s as one batch, 8.5 s one by one,
+    peak memory 2.9 vs 0.5 GiB). Elsewhere, what an iteration keeps (the sweeps' coefficients saved for the
+    backward pass, the slopes, their gradients and Adam's moments) grows with the batch, so the examples are
+    optimised in chunks that keep at most ``ALPHA_BUDGET_SWEEPS`` times the sweep budget
+    (``set_sweep_budget``), measured on the first ``PROBE_EXAMPLES``. Each example's slopes are its own, so chunks give the same bounds, unless batch
     norm runs on batch statistics (then the whole batch at once)."""
     from . import emit
 
@@ -88,8 +105,12 @@ def optimized_bounds(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor
         inputs, C, perturbations = _outside_inference((inputs, C, perturbations))
         chunk = batch
         if batch > 1 and not options.get("batch_statistics"):
-            per_example = _alpha_bytes_per_example(bm, inputs, perturbations, C, crown)
-            chunk = max(1, min(batch, emit.SWEEP_BUDGET_BYTES // max(per_example, 1)))
+            from .bounded_module import CROWN_EXAMPLES_CPU
+
+            chunk = CROWN_EXAMPLES_CPU if inputs[0].device.type == "cpu" else batch
+            if chunk > 1:
+                per_example = _bytes_per_example(bm, inputs, perturbations, C, crown)
+                chunk = max(1, min(chunk, ALPHA_BUDGET_SWEEPS * emit.SWEEP_BUDGET_BYTES // max(per_example, 1)))
         if chunk >= batch:
             return _optimized_chunk(bm, inputs, perturbations, C, options, crown, iterations, lr)
         parts = [_optimized_chunk(bm, *_examples(inputs, perturbations, C, index), options, crown, iterations, lr)

@@ -25,6 +25,24 @@ _BATCH_NORM = nn.modules.batchnorm._BatchNorm
 _UNKNOWN = object()
 
 
+# Examples per full-CROWN pass on a CPU. A refining sweep bounds, for every example, as many rows as the example
+# with the most unstable neurons has, so batches pay for their worst example; measured on one thread (64 images,
+# per call): DM-small (Fashion-MNIST, IBP-trained, ε 0.1) 7.3 s in one batch, 2.7 s in fours, 1.1 s one at a
+# time; a random 784-256-256-256-10 MLP (ε 0.01) 0.79 s, 0.42 s, 0.46 s.
+CROWN_EXAMPLES_CPU = 1
+
+
+def _concatenated(parts: list) -> Any:
+    """Per-chunk results (tensors, None, or tuples and Intervals of them) joined along the batch."""
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, Tensor):
+        return torch.cat(parts)
+    joined = [_concatenated([part[i] for part in parts]) for i in range(len(first))]
+    return type(first)(*joined) if isinstance(first, Interval) else tuple(joined)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside any (Distributed)DataParallel wrappers."""
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
@@ -224,14 +242,27 @@ class BoundedModule(nn.Module):
             from .alpha import optimized_bounds
             tight = optimized_bounds(self, inputs, perturbations, C, options, iterations, lr)
         elif mix and method in ("crown-ibp", "crown"):  # their pass computes IBP's bounds anyway
-            tight, ibp = self.program(method, with_ibp=True, **options)(self.core, inputs, perturbations, C)
+            tight, ibp = self._run(self.program(method, with_ibp=True, **options), method, inputs, perturbations, C)
         else:
-            tight = self.program(method, **options)(self.core, inputs, perturbations, C)
+            tight = self._run(self.program(method, **options), method, inputs, perturbations, C)
         if not mix:
             return tight
         if method not in ("crown-ibp", "crown"):
             ibp = self.program("ibp", **options)(self.core, inputs, perturbations, C)
         return Interval(*(None if t is None else beta * t + (1 - beta) * i for t, i in zip(tight, ibp)))
+
+    def _run(self, program: BoundProgram, method: str, inputs: tuple, perturbations: tuple, C: Optional[Tensor]):
+        """``program`` on the inputs; full CROWN on a CPU one chunk of ``CROWN_EXAMPLES_CPU`` examples at a time
+        (each example's bounds are its own, unless batch norm runs on batch statistics: then the whole batch)."""
+        batch = inputs[0].shape[0]
+        if (method != "crown" or inputs[0].device.type != "cpu" or batch <= CROWN_EXAMPLES_CPU
+                or self.training_norms()):
+            return program(self.core, inputs, perturbations, C)
+        from .alpha import _examples
+
+        parts = [program(self.core, *_examples(inputs, perturbations, C, index))
+                 for index in torch.arange(batch).split(CROWN_EXAMPLES_CPU)]
+        return _concatenated(parts)
 
     def deviations(self, x: Inputs, perturbation: Perturbations, C: Optional[Tensor] = None) -> Interval:
         """SingleProp (Boopathy et al. 2021): the clean value of ``C·model(x)`` ± a propagated deviation.

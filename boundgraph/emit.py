@@ -43,11 +43,17 @@ def split_bounds(bound: Tensor, shape: tuple[int, ...], lower: bool, upper: bool
 
 
 def unstable_rows(*masks: Tensor) -> Tensor:
-    """Indices of the (flattened) neurons unstable in some example: the rows a refining sweep needs."""
+    """``(batch, k)``: for each example, the indices of the (flattened) neurons unstable in it, first in index
+    order, padded with some of its stable ones up to ``k``, the most any example has: the rows a refining sweep
+    bounds. Per example, not the union over the batch: the union of a batch's unstable neurons was most of the
+    layer, and one image at a time ran DM-small's CROWN 16× faster than batches of 64 (1.2 s vs 19 s for 64
+    images, one thread). A padded row bounds a stable neuron: sound, and ``refine`` keeps the tighter bound."""
     mask = masks[0]
     for other in masks[1:]:
         mask = mask | other
-    return mask.flatten(1).any(0).nonzero().squeeze(1)
+    mask = mask.flatten(1)
+    k = int(mask.sum(1).max()) if mask.numel() else 0
+    return torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :k]
 
 
 SWEEP_BUDGET_BYTES = 2**28  # the largest coefficient tensor a refining sweep builds (``set_sweep_budget``)
@@ -63,27 +69,27 @@ def set_sweep_budget(budget_bytes: int) -> None:
 
 
 def row_chunks(rows: Tensor, like: Tensor, width: int) -> tuple:
-    """``rows`` (neurons a sweep bounds) in chunks whose ``[I; −I]`` coefficients, ``(batch, 2·chunk, width)`` at
-    the widest node of the sweep, fit ``SWEEP_BUDGET_BYTES``; at least one row per chunk."""
+    """``rows`` (``(batch, k)``, the neurons a sweep bounds) in chunks of columns whose ``[I; −I]`` coefficients,
+    ``(batch, 2·chunk, width)`` at the widest node of the sweep, fit ``SWEEP_BUDGET_BYTES``; at least one row
+    per chunk."""
     per_row = 2 * like.shape[0] * width * like.element_size()
-    return rows.split(max(1, SWEEP_BUDGET_BYTES // per_row)) if rows.numel() else ()
+    return rows.split(max(1, SWEEP_BUDGET_BYTES // per_row), dim=1) if rows.numel() else ()
 
 
 def rows_start(like: Tensor, shape: tuple[int, ...], rows: Tensor) -> Tensor:
-    """``[I; −I]`` restricted to ``rows``: ``(batch, 2·len(rows), *shape)``."""
-    k, n = rows.numel(), math.prod(shape)
-    pick = torch.zeros(k, n, dtype=like.dtype, device=like.device)
-    pick[torch.arange(k, device=like.device), rows] = 1
-    both = torch.cat([pick, -pick]).reshape(2 * k, *shape)
-    return both.unsqueeze(0).expand(like.shape[0], *both.shape)
+    """``[I; −I]`` restricted to each example's ``rows``: ``(batch, 2·k, *shape)``."""
+    batch, k, n = rows.shape[0], rows.shape[1], math.prod(shape)
+    pick = torch.zeros(batch, k, n, dtype=like.dtype, device=like.device)
+    pick.scatter_(2, rows.unsqueeze(2), 1.0)
+    return torch.cat([pick, -pick], 1).reshape(batch, 2 * k, *shape)
 
 
 def refine(bounds: Interval, bound: Tensor, rows: Tensor) -> Interval:
-    """Intersect ``bounds`` with CROWN's bounds of its ``rows`` (lower rows, then negated upper rows)."""
-    k = rows.numel()
-    lower, upper = bounds.lower.flatten(1), bounds.upper.flatten(1)
-    lower = lower.index_copy(1, rows, torch.maximum(lower.index_select(1, rows), bound[:, :k]))
-    upper = upper.index_copy(1, rows, torch.minimum(upper.index_select(1, rows), -bound[:, k:]))
+    """Intersect ``bounds`` with CROWN's bounds of each example's ``rows`` (lower rows, then negated upper rows);
+    a neuron that appears twice in a row (padding) keeps the tightest. NaN stays NaN."""
+    k = rows.shape[1]
+    lower = bounds.lower.flatten(1).scatter_reduce(1, rows, bound[:, :k], "amax")
+    upper = bounds.upper.flatten(1).scatter_reduce(1, rows, -bound[:, k:], "amin")
     return Interval(lower.view_as(bounds.lower), upper.view_as(bounds.upper))
 
 

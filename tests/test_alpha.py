@@ -125,15 +125,20 @@ def test_alpha_crown_optimises_examples_in_chunks_that_fit_the_budget_with_the_s
     C = margin_spec(y, 3, torch.float64)
     bm = BoundedModule(model, x)
     whole = bm.bounds(x, ptb, "alpha-crown", C, iterations=5)
+    import boundgraph.bounded_module as bounded_module
+
+    monkeypatch.setattr(bounded_module, "CROWN_EXAMPLES_CPU", 6)  # chunks by memory, as on a GPU
     sizes = []
     real_chunk = alpha_module._optimized_chunk
     monkeypatch.setattr(alpha_module, "_optimized_chunk",
                         lambda bm, inputs, *rest: sizes.append(inputs[0].shape[0]) or real_chunk(bm, inputs, *rest))
-    per_example = alpha_module._alpha_bytes_per_example(
+    per_example = alpha_module._bytes_per_example(
         bm, (x,), (ptb,), C, dict(perturbed=[0], bound_lower=True, bound_upper=False, lines="alpha",
                                   batch_statistics=(), loss_fusion=False))
+    assert per_example > 0
+    monkeypatch.setattr(alpha_module, "_bytes_per_example", lambda *args: per_example)  # as under the usual budget
     try:
-        set_sweep_budget(2 * per_example)  # two examples' slopes at a time
+        set_sweep_budget(2 * per_example // alpha_module.ALPHA_BUDGET_SWEEPS + 1)  # two examples at a time
         chunked = bm.bounds(x, ptb, "alpha-crown", C, iterations=5)
         assert sizes == [2, 2, 2]
         assert_sound(bm, x, ptb, "alpha-crown", C, n=8)  # sampled points inside the chunked bounds

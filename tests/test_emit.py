@@ -101,6 +101,40 @@ def test_full_crown_under_a_tiny_memory_budget_gives_the_unbounded_bounds():
         set_sweep_budget(0)
 
 
+def test_a_batch_sweeps_each_examples_own_unstable_neurons_and_bounds_as_the_examples_do_one_by_one():
+    """A refining sweep bounds, for each example, the neurons unstable in it, padded with stable ones to the
+    batch's largest count (not the union over the batch): the whole batch's program gives each example the
+    output bounds it gets alone, also with padding (examples whose counts differ, radii per example) and under
+    a one-row budget; a padded row may tighten a stable neuron's interval, never loosen it or change which
+    neurons are unstable."""
+    from boundgraph.emit import SWEEP_BUDGET_BYTES, set_sweep_budget, unstable_rows
+
+    model, _ = _cnn()
+    x = torch.rand(4, 1, 8, 8, dtype=DTYPE, generator=torch.Generator().manual_seed(3))
+    ptb = LinfBall(torch.tensor([0.002, 0.05, 0.01, 0.1], dtype=DTYPE), clip=(0, 1))
+    bm = BoundedModule(model, x)
+    program = bm.program("crown", intermediates=True)
+    alone = [program(bm.core, (x[i:i + 1],), (ptb.select(x, torch.tensor([i])),), None) for i in range(4)]
+    tightened = 0
+    for budget in (SWEEP_BUDGET_BYTES, 1):
+        try:
+            set_sweep_budget(budget)
+            output, intervals, _ = program(bm.core, (x,), (ptb,), None)
+        finally:
+            set_sweep_budget(SWEEP_BUDGET_BYTES)
+        for i, (one_output, one_intervals, _) in enumerate(alone):
+            torch.testing.assert_close(tuple(t[i:i + 1] for t in output), tuple(one_output), rtol=1e-12, atol=1e-12)
+            for name, interval in one_intervals.items():  # a padded row tightens a stable neuron: still stable
+                lower, upper = (t[i:i + 1] for t in intervals[name])
+                assert bool((lower >= interval.lower - 1e-12).all() and (upper <= interval.upper + 1e-12).all()), name
+                assert torch.equal((lower < 0) & (upper > 0), (interval.lower < 0) & (interval.upper > 0)), name
+                tightened += int(((lower > interval.lower + 1e-9) | (upper < interval.upper - 1e-9)).sum())
+    counts = [int(((t.lower < 0) & (t.upper > 0)).flatten(1).sum(1).unique().numel()) for t in intervals.values()]
+    assert max(counts) > 1 and tightened > 0  # counts differ within a layer: rows were padded, and they refined
+    mask = torch.tensor([[True, False, True, False], [False, False, False, True]])
+    assert unstable_rows(mask).tolist() == [[0, 2], [3, 0]]  # its own first, then stable ones as padding
+
+
 def test_the_first_layer_is_bounded_by_ibp_over_a_box_and_by_a_sweep_otherwise():
     """One linear layer of the input: IBP's interval is its exact range over a box (L∞ ball, clipped or not), so the
     sweep runs only for other sets (an L2 ball), where it is tighter."""
