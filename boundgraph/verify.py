@@ -189,26 +189,48 @@ def decide(model: nn.Module, cases: list[Case], timeout: float = 60.0, batch: in
 
 
 def load_model(path: Path) -> nn.Module:
-    """A network file: ``.nnet`` (``boundgraph.nnet``)."""
-    if path.suffix.lower() == ".nnet":
+    """A network file as a module from flat inputs ``(batch, n)`` to flat outputs ``(batch, m)``, in float64:
+    ``.nnet`` (``boundgraph.nnet``) or ``.onnx`` (``boundgraph.onnx``; VNN-LIB's ``X_i`` are the ONNX input's
+    elements in row-major order, and a trailing softmax is dropped: the properties compare the outputs' order)."""
+    suffix = path.suffix.lower()
+    if suffix == ".nnet":
         from .nnet import load
 
         return load(path)[0]
-    raise ValueError(f"{path}: this verifier reads .nnet networks; ONNX input (boundgraph.onnx) is not built yet")
+    if suffix == ".onnx":
+        import onnx
+
+        from .onnx import load as load_onnx
+
+        graph = onnx.load(str(path)).graph
+        shape = tuple(int(d.dim_value) for d in graph.input[0].type.tensor_type.shape.dim[1:])
+        if not shape or any(d <= 0 for d in shape):
+            raise ValueError(f"{path}: the input's shape after the batch must be fixed, found {shape}")
+        producers = [node.op_type for node in graph.node if graph.output[0].name in node.output]
+        model = load_onnx(path, drop_softmax=producers == ["Softmax"])
+        return nn.Sequential(nn.Unflatten(1, shape), model, nn.Flatten()).double().eval()
+    raise ValueError(f"{path}: the verifier reads .nnet and .onnx networks, not {suffix or 'files without a suffix'}")
 
 
 def main(argv=None) -> Verdict:
     parser = argparse.ArgumentParser(prog="python -m boundgraph.verify", description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="the network (.nnet)")
+    parser.add_argument("model", type=Path, help="the network (.nnet or .onnx)")
     parser.add_argument("property", type=Path, help="the VNN-LIB 1.0 property (the unsafe set)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=64, help="sub-boxes bounded together (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the VNN-COMP result file here")
     args = parser.parse_args(argv)
     model = load_model(args.model)
-    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    cases = read(args.property, inputs=first.in_features, outputs=last.out_features)
+    cases = read(args.property)
+    if cases:
+        inputs = next(m for m in model.modules() if isinstance(m, (nn.Unflatten, nn.Linear)))
+        expected = math.prod(inputs.unflattened_size) if isinstance(inputs, nn.Unflatten) else inputs.in_features
+        if cases[0].lower.numel() != expected:
+            raise SystemExit(f"{args.property} declares {cases[0].lower.numel()} inputs, {args.model} takes {expected}")
+        with torch.no_grad():
+            outputs = model(cases[0].lower.to(next(model.parameters()).dtype).unsqueeze(0)).shape[-1]
+        if cases[0].C.shape[1] != outputs:
+            raise SystemExit(f"{args.property} declares {cases[0].C.shape[1]} outputs, {args.model} has {outputs}")
     verdict = decide(model, cases, args.timeout, args.batch)
     text = verdict.vnncomp()
     sys.stdout.write(text)

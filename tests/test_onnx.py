@@ -1,0 +1,97 @@
+"""ONNX models in (``boundgraph/onnx.py``), where ``onnx`` and ``onnx2torch`` are installed: torch models
+exported to ONNX load back with the outputs of the original and of onnxruntime, and bound as the original
+does; old opsets are upgraded; a trailing softmax can be dropped; an unreadable file is an error naming it."""
+import pytest
+import torch
+import torch.nn as nn
+
+onnx = pytest.importorskip("onnx")
+from boundgraph.onnx import OnnxError, _onnx2torch, load  # noqa: E402
+
+try:
+    _onnx2torch()
+except ImportError as error:
+    pytest.skip(f"onnx2torch is not installed ({error})", allow_module_level=True)
+
+from boundgraph import BoundedModule, LinfBall  # noqa: E402
+
+
+def models():
+    torch.manual_seed(0)
+    return {
+        "mlp": (nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 3)),
+                (1, 4, 4)),
+        "cnn": (nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(),
+                              nn.Flatten(), nn.Linear(4 * 2 * 2, 10), nn.ReLU(), nn.Linear(10, 3)), (1, 6, 6)),
+        "bn-pool": (nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
+                                  nn.Flatten(), nn.Linear(4 * 3 * 3, 3)), (2, 6, 6)),
+    }
+
+
+def export(model, shape, path, opset=17, softmax=False):
+    model = nn.Sequential(model, nn.Softmax(dim=1)) if softmax else model
+    x = torch.rand(1, *shape)
+    torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=opset, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+
+
+@pytest.mark.parametrize("name", list(models()))
+@pytest.mark.parametrize("opset", [11, 17])
+def test_an_exported_model_loads_with_the_originals_outputs_and_bounds(tmp_path, name, opset):
+    model, shape = models()[name]
+    model.eval()
+    if isinstance(model[1], nn.BatchNorm2d):
+        with torch.no_grad():
+            model[1].running_mean.uniform_(-0.3, 0.3)
+            model[1].running_var.uniform_(0.5, 2.0)
+    export(model, shape, tmp_path / "m.onnx", opset)
+    loaded = load(tmp_path / "m.onnx")
+    x = torch.rand(5, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    torch.testing.assert_close(loaded(x).detach(), torch.from_numpy(session.run(None, {"x": x.numpy()})[0]),
+                               rtol=1e-5, atol=1e-5)
+    ptb = LinfBall(0.05, clip=(0, 1))
+    for method in ("ibp", "crown"):
+        with torch.no_grad():
+            ours = BoundedModule(loaded, x).bounds(x, ptb, method)
+            original = BoundedModule(model, x).bounds(x, ptb, method)
+        torch.testing.assert_close(tuple(ours), tuple(original), rtol=1e-4, atol=1e-4, msg=method)
+
+
+def test_a_trailing_softmax_is_dropped_on_request_and_only_then(tmp_path):
+    model, shape = models()["mlp"]
+    export(model, shape, tmp_path / "s.onnx", softmax=True)
+    x = torch.rand(3, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(load(tmp_path / "s.onnx", drop_softmax=True)(x), model.eval()(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(load(tmp_path / "s.onnx")(x), model(x).softmax(1), rtol=1e-5, atol=1e-5)
+    export(model, shape, tmp_path / "n.onnx")
+    with pytest.raises(OnnxError, match=r"n.onnx: drop_softmax: the output 'y' is not computed by a Softmax \(Gemm\)"):
+        load(tmp_path / "n.onnx", drop_softmax=True)
+
+
+def test_a_file_that_is_not_onnx_is_an_error_naming_it(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(OnnxError, match=r"bad.onnx: not a readable ONNX model"):
+        load(tmp_path / "bad.onnx")
+
+
+def test_the_verifier_takes_an_onnx_model_its_inputs_flattened_and_its_softmax_dropped(tmp_path, capsys):
+    from boundgraph.verify import main
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+    export(model, (1, 4, 4), tmp_path / "m.onnx", softmax=True)
+    declared = "".join(f"(declare-const X_{i} Real)" for i in range(16)) + "(declare-const Y_0 Real)(declare-const Y_1 Real)"
+    box = "".join(f"(assert (>= X_{i} 0.4)) (assert (<= X_{i} 0.6))" for i in range(16))
+    with torch.no_grad():
+        logits = model.eval()(torch.full((1, 1, 4, 4), 0.5))[0]
+    (tmp_path / "p.vnnlib").write_text(declared + box + f"(assert (>= Y_0 {float(logits[0]) + 100!r}))")
+    assert main([str(tmp_path / "m.onnx"), str(tmp_path / "p.vnnlib"), "--timeout", "30"]).result == "unsat"
+    (tmp_path / "q.vnnlib").write_text(declared + box + f"(assert (>= Y_0 {float(logits[0]) - 0.01!r}))")  # logits
+    verdict = main([str(tmp_path / "m.onnx"), str(tmp_path / "q.vnnlib"), "--timeout", "30"])
+    assert verdict.result == "sat" and float(verdict.y[0]) >= float(logits[0]) - 0.01
+    assert capsys.readouterr().out.endswith(")\n")
