@@ -14,8 +14,10 @@ them (the stand-in leaves ``sys.modules`` right after the import).
 """
 from __future__ import annotations
 
+import copy
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Any, Union
 
@@ -94,7 +96,202 @@ def load(path: Union[str, Path], drop_softmax: bool = False) -> nn.Module:
         module = converter.convert(model)
     except Exception as error:
         raise OnnxError(f"{path}: onnx2torch could not convert it ({type(error).__name__}: {error})") from error
-    return module.eval()
+    example = _example_input(model, path)
+    return _with_constant_operands(module.eval(), example, path) if example is not None else module.eval()
+
+
+def _example_input(model: Any, path: Path) -> Any:
+    """A batch of one input of the graph's input shape (None where the shape is not fixed after the batch)."""
+    import torch
+
+    inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
+    if len(inputs) != 1:
+        return None
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) < 2 or any(d <= 0 for d in dims[1:]):
+        return None
+    return torch.rand(1, *dims[1:])
+
+
+class _Reshape(nn.Module):
+    """``x.reshape(batch, *shape)``: an ONNX ``Reshape`` by a constant, its batch dimension kept."""
+
+    def __init__(self, shape: tuple) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: Any) -> Any:
+        return x.reshape(-1, *self.shape)
+
+
+class _Slice(nn.Module):
+    """``x[index]``: an ONNX ``Slice`` by constants (never on the batch dimension)."""
+
+    def __init__(self, index: tuple, flip: tuple) -> None:
+        super().__init__()
+        self.index, self.flip = index, flip
+
+    def forward(self, x: Any) -> Any:
+        import torch
+
+        return (torch.flip(x, self.flip) if self.flip else x)[self.index]
+
+
+class _Split(nn.Module):
+    """``torch.split(x, sections, dim)``: an ONNX ``Split`` by constant sections."""
+
+    def __init__(self, sections: list, dim: int) -> None:
+        super().__init__()
+        self.sections, self.dim = sections, dim
+
+    def forward(self, x: Any) -> Any:
+        import torch
+
+        return torch.split(x, self.sections, self.dim)
+
+
+class _Pad(nn.Module):
+    """``F.pad(x, pads, mode, value)`` by constant pads (the identity where they are all zero)."""
+
+    def __init__(self, pads: list, mode: str, value: float) -> None:
+        super().__init__()
+        self.pads, self.mode, self.value = pads, mode, value
+
+    def forward(self, x: Any) -> Any:
+        import torch.nn.functional as F
+
+        if not any(self.pads):
+            return x
+        return F.pad(x, self.pads, mode=self.mode, value=self.value) if self.mode == "constant" else \
+            F.pad(x, self.pads, mode=self.mode)
+
+
+class _Resize(nn.Module):
+    """``F.interpolate(x, size, mode, align_corners)``: an ONNX ``Resize`` to a size known when the graph is loaded."""
+
+    def __init__(self, size: tuple, mode: str, align_corners: Any) -> None:
+        super().__init__()
+        self.size, self.mode, self.align_corners = size, mode, align_corners
+
+    def forward(self, x: Any) -> Any:
+        import torch.nn.functional as F
+
+        return F.interpolate(x, size=self.size, mode=self.mode, align_corners=self.align_corners)
+
+
+def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
+    """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad`` and ``Resize`` modules whose shape operands are
+    constants (initializers) replaced by plain torch modules with those constants built in. onnx2torch's own take
+    them as tensors at run time (``split.tolist()``, loops over ``starts``), which no symbolic trace can follow;
+    with the constants in the module, ``BoundedModule`` traces the graph like any other. An operand counts as
+    constant when it depends on initializers and ``Shape`` only (the exporter computes reshape targets from the
+    input's shape); its value and every output shape come from running the graph once on a batch of one
+    (``ShapeProp``), and a reshape keeps the batch first (``-1``). The rewritten graph must give the original's
+    outputs at batch 1, and at batch 2 where the file allows it; otherwise it is an error."""
+    import torch
+    from torch.fx.passes.shape_prop import ShapeProp
+    from onnx2torch.node_converters import pad as onnx_pad, reshape as onnx_reshape, resize as onnx_resize
+    from onnx2torch.node_converters import slice as onnx_slice
+    from onnx2torch.node_converters import split as onnx_split
+
+    from onnx2torch.node_converters import shape as onnx_shape
+
+    graph, changed = module.graph, False
+    static: set = set()  # nodes whose values depend on shapes and constants only, never on the input's values
+    for node in graph.nodes:
+        inputs = node.all_input_nodes
+        if node.op == "get_attr" or (node.op == "call_module" and (not inputs or isinstance(
+                module.get_submodule(node.target), onnx_shape.OnnxShape))) or (
+                node.op in ("call_module", "call_function", "call_method") and inputs and
+                all(i in static for i in inputs)):  # a module without inputs (OnnxConstant) is a constant
+            static.add(node)
+    values: dict = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, node: Any) -> Any:
+            result = super().run_node(node)
+            if node in static:
+                values[node] = result
+            return result
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # onnx2torch's own Slice indexes with a list, which torch deprecates; its modules run here once, never after
+        warnings.filterwarnings("ignore", "Using a non-tuple sequence for multidimensional indexing", UserWarning)
+        expected = module(example)
+        Recorder(module).run(example)
+        ShapeProp(module).propagate(example)
+
+    def constant(arg: Any) -> Any:
+        if isinstance(arg, torch.fx.Node):
+            return values.get(arg)  # a static node's value (a shape, at batch 1, or a constant), else None
+        return arg
+
+    for node in list(graph.nodes):
+        if node.op != "call_module" or node in static:
+            continue  # a static node is shape arithmetic: it goes once its consumers have its value built in
+        target = module.get_submodule(node.target)
+        operands = [constant(a) for a in node.args[1:]]
+        if any(o is None and a is not None for o, a in zip(operands, node.args[1:])):
+            continue  # a shape computed in the graph: leave it as it is
+        replacement = None
+        if isinstance(target, onnx_reshape.OnnxReshape):
+            shape = tuple(node.meta["tensor_meta"].shape)
+            replacement = _Reshape(shape[1:])
+        elif isinstance(target, onnx_slice.OnnxSlice):
+            flip, positive, negative = onnx_slice._get_slices(*[torch.as_tensor(o) if o is not None else None
+                                                                for o in (operands + [None, None, None])[:4]])
+            axes = [a for a, item in enumerate(positive) if item != slice(None, None)] + list(flip)
+            if 0 in axes or negative:
+                raise OnnxError(f"{path}: Slice {node.target!r} slices the batch dimension (or counts axes from the "
+                                f"end), which boundgraph does not bound")
+            def plain(value: Any) -> Any:
+                return None if value is None else int(value)
+
+            index = tuple(slice(plain(i.start), plain(i.stop), plain(i.step)) for i in positive)
+            replacement = _Slice(index, tuple(int(f) for f in flip))
+        elif isinstance(target, onnx_resize.OnnxResize) and (len(operands) < 1 or operands[0] is None
+                                                              or operands[0].nelement() == 0 or target.ignore_roi):
+            mode = onnx_resize._onnx_mode_to_torch_mode(target.onnx_mode, len(node.meta["tensor_meta"].shape) - 2)
+            replacement = _Resize(tuple(node.meta["tensor_meta"].shape[2:]), mode, target.align_corners)
+        elif isinstance(target, onnx_split.OnnxSplit13) and operands and operands[0] is not None:
+            replacement = _Split([int(v) for v in operands[0].tolist()], target.axis)
+        elif isinstance(target, onnx_pad.OnnxPadDynamic) and operands:
+            pads = onnx_pad._onnx_padding_to_torch([int(v) for v in operands[0].tolist()])
+            value = float(operands[1]) if len(operands) > 1 and operands[1] is not None else 0.0
+            pads = onnx_pad._torch_padding_to_mode_format(pads, target.mode)
+            while len(pads) >= 2 and pads[-2:] == [0, 0]:
+                pads = pads[:-2]  # torch's order ends with the leading (batch, channel) dimensions' pads
+            replacement = _Pad(pads, target.mode, value)
+        if replacement is None:
+            continue
+        name = f"{node.target}_constant"
+        module.add_submodule(name, replacement)
+        with graph.inserting_after(node):
+            new = graph.call_module(name, (node.args[0],))
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        changed = True
+    if not changed:
+        return module
+    original = copy.deepcopy(module)
+    graph.eliminate_dead_code()
+    module.recompile()
+    pairs = [(example, expected)]
+    try:  # also at batch 2, where the file allows it (a fixed batch of one does not)
+        twice = torch.cat([example, torch.rand_like(example)])
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Using a non-tuple sequence for multidimensional indexing", UserWarning)
+            pairs.append((twice, original(twice)))
+    except Exception:
+        pass
+    for x, want in pairs:
+        with torch.no_grad():
+            got = module(x)
+        if not all(torch.equal(a, b) for a, b in zip(torch.utils._pytree.tree_leaves(got),
+                                                     torch.utils._pytree.tree_leaves(want))):
+            raise OnnxError(f"{path}: building the constant shape operands into the graph changed its outputs "
+                            f"at batch {x.shape[0]}")
+    return module
 
 
 def _without_final_softmax(model: Any, path: Path) -> Any:

@@ -95,3 +95,56 @@ def test_the_verifier_takes_an_onnx_model_its_inputs_flattened_and_its_softmax_d
     verdict = main([str(tmp_path / "m.onnx"), str(tmp_path / "q.vnnlib"), "--timeout", "30"])
     assert verdict.result == "sat" and float(verdict.y[0]) >= float(logits[0]) - 0.01
     assert capsys.readouterr().out.endswith(")\n")
+
+
+def test_an_acas_style_graph_of_matmuls_by_constants_bounds_soundly_and_runs_as_onnxruntime(tmp_path):
+    """ONNX writes most verification MLPs as ``MatMul`` by an initializer and ``Add`` (ACAS Xu, TLL, nn4sys)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.helpers import assert_sound
+
+    rng = np.random.default_rng(0)
+    sizes, nodes, weights, last = [5, 16, 16, 5], [], [], "x"
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        weights += [numpy_helper.from_array(rng.standard_normal((fan_in, fan_out)).astype(np.float32), f"W{i}"),
+                    numpy_helper.from_array(rng.standard_normal(fan_out).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [last, f"W{i}"], [f"h{i}"]), helper.make_node("Add", [f"h{i}", f"b{i}"],
+                                                                                            [f"a{i}"])]
+        last = f"a{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
+            last = f"r{i}"
+    nodes[-1].output[0] = "y"
+    graph = helper.make_graph(nodes, "acas", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "acas.onnx"))
+    model = load(tmp_path / "acas.onnx")
+    x = torch.rand(1, 5)
+    ort = pytest.importorskip("onnxruntime")
+    expected = ort.InferenceSession(str(tmp_path / "acas.onnx")).run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
+    model = model.double()
+    bm = BoundedModule(model, x.double())
+    for method in ("ibp", "crown", "alpha-crown"):
+        assert_sound(bm, x.double(), LinfBall(0.1), method, n=16)
+
+
+@pytest.mark.filterwarnings("ignore:For linear and cubic interpolation")  # onnx2torch's caveat; the outputs are checked
+@pytest.mark.filterwarnings("ignore:Constant folding")  # torch's exporter, on the reflection pads' reversed slices
+@pytest.mark.parametrize("name", ["shufflenet", "unet", "unet_transposed", "style_transfer", "resnet"])
+def test_families_whose_export_computes_shapes_load_with_the_originals_outputs_and_bounds(tmp_path, name):
+    """The exporter writes channel shuffles, skip-connection crops, pads and upsampling with shapes computed from
+    the input's ``Shape``: ``load`` builds those constants in (``_with_constant_operands``), at any batch."""
+    from tests.families import build
+
+    model, x = build(name, dtype=torch.float32)
+    torch.onnx.export(model.eval(), (x[:1],), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    loaded = load(tmp_path / "m.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-5)
+        ptb = LinfBall(0.01)
+        ours, original = BoundedModule(loaded, x).bounds(x, ptb, "ibp"), BoundedModule(model, x).bounds(x, ptb, "ibp")
+    torch.testing.assert_close(tuple(ours), tuple(original), rtol=1e-3, atol=1e-4)
