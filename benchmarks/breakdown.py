@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.speed import build, flops, steps  # noqa: E402
+from benchmarks.speed import build, flops, plain_step, steps  # noqa: E402
 
 MATMUL = ("mm", "bmm", "addmm", "addmv", "addbmm", "baddbmm", "dot", "mv", "mkldnn_convolution",
           "convolution_backward", "slow_conv2d_forward", "slow_conv2d_backward", "_slow_conv2d_forward",
@@ -84,12 +83,7 @@ def main(argv=None) -> None:
     for spec in args.rows:
         name, batch = spec.split("@")
         model, x, y = build(name, int(batch))
-
-        def plain():
-            loss = F.cross_entropy(model(x), y)
-            model.zero_grad(set_to_none=True)
-            loss.backward()
-
+        plain = plain_step(model, x, y)
         fns = {"plain": plain, **steps(model, x, y, args.eps, None)}
         base_flops = flops(plain)
         base_seconds, base_groups = profiled(plain, args.rounds)
