@@ -276,6 +276,10 @@ CASES = [
            linear=False, monotone=False, domain=True),
     # ---- activation.py: clamps by constant tensors (the line-fitting machine's are tested by the registry of
     # Elementwise rules in tests/ops/test_activation.py)
+    OpCase("prelu", "PReLU one slope", _m(nn.PReLU(init=0.3)), SEQ, linear=False),
+    OpCase("prelu", "PReLU per channel", _m(nn.PReLU(3, init=-0.4)), IMAGE, linear=False, monotone=False),
+    OpCase("prelu", "F.prelu slopes above 1", lambda t: F.prelu(t, torch.linspace(0.5, 1.8, 4, dtype=torch.float64)),
+           SEQ, linear=False),
     OpCase("clamp_by", "maximum", lambda t: torch.maximum(t, torch.linspace(-1, 1, 9)), SEQ, linear=False),
     OpCase("clamp_by", "minimum", lambda t: t.minimum(torch.full((9,), 0.25)), SEQ, linear=False),
     OpCase("clamp_by", "max with tensor", lambda t: torch.max(t, torch.zeros(9)), SEQ, linear=False),

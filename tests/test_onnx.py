@@ -23,6 +23,8 @@ def models():
                 (1, 4, 4)),
         "cnn": (nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(),
                               nn.Flatten(), nn.Linear(4 * 2 * 2, 10), nn.ReLU(), nn.Linear(10, 3)), (1, 6, 6)),
+        "prelu": (nn.Sequential(nn.Conv2d(1, 3, 3), nn.PReLU(3, init=0.2), nn.Flatten(), nn.Linear(3 * 4 * 4, 6),
+                                nn.PReLU(init=-0.3), nn.Linear(6, 3)), (1, 6, 6)),
         "bn-pool": (nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
                                   nn.Flatten(), nn.Linear(4 * 3 * 3, 3)), (2, 6, 6)),
     }

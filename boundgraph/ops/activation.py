@@ -151,6 +151,55 @@ class ParamRampRule(Nonlinear):
         return upper > lower  # a kink may lie inside: the lines can change with the bounds
 
 
+def _slopes(weight: Tensor, like: Tensor) -> Tensor:
+    """PReLU's negative slopes shaped to broadcast against ``like``: one for all, one per feature (dimension 1,
+    as ``F.prelu``), or already broadcastable (ONNX's ``PRelu``)."""
+    weight = weight.to(like.dtype)
+    if weight.numel() == 1:
+        return weight.reshape(())
+    return _per_feature(weight, like) if weight.dim() == 1 else weight
+
+
+@rule("prelu", spellings=(nn.PReLU, F.prelu, torch.prelu, aten.prelu.default, aten._prelu_kernel.default))
+class PReLU(Nonlinear):
+    """PReLU (He et al. 2015): ``σ(z) = z`` above 0 and ``a·z`` below, the slopes ``a`` learnt (one, or one per
+    feature). For every ``a``, ``σ(z) = a·z + (1 − a)·relu(z)``, so its lines are ``a`` plus ``1 − a`` times ReLU's
+    (for ``a > 1`` the factor is negative and ReLU's upper line gives the lower one). Piecewise linear with its
+    kink at 0, σ takes its extremes over ``[l, u]`` at ``l``, ``u`` or 0 (IBP; not monotone for ``a < 0``)."""
+
+    def canonicalize(self, call):
+        if call.module is not None:
+            return (call.arg(0, "input"), call.param("weight")), {}
+        return (call.arg(0, "input"), call.arg(1, "weight")), {}
+
+    def forward(self, x: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.where(x >= 0, x, _slopes(weight, x) * x)
+
+    def interval(self, x: Interval, weight: Tensor) -> Interval:  # type: ignore[override]
+        at_lower, at_upper = self.forward(x.lower, weight), self.forward(x.upper, weight)
+        zero = torch.zeros_like(at_lower)
+        kink = (x.lower < 0) & (x.upper > 0)
+        low, high = torch.minimum(at_lower, at_upper), torch.maximum(at_lower, at_upper)
+        return Interval(torch.where(kink, torch.minimum(low, zero), low), torch.where(kink, torch.maximum(high, zero), high))
+
+    def lines(self, lower: Tensor, upper: Tensor, strategy: str, weight: Tensor) -> Lines:  # type: ignore[override]
+        a = _slopes(weight, lower).expand_as(lower)
+        c = 1 - a
+        convex = c >= 0
+        relu = ReLU().lines(lower, upper, strategy)
+        # where c < 0, ReLU's lower line becomes the upper one: "tight" then wants it to meet ReLU at u (slope 1)
+        mirrored = ReLU().lines(lower, upper, "one") if strategy == "tight" else relu
+        zeros = torch.zeros_like(lower)
+        low_slope = torch.where(convex, relu.lower_slope, mirrored.upper_slope)
+        low_bias = torch.where(convex, zeros if relu.lower_bias is None else relu.lower_bias, mirrored.upper_bias)
+        high_slope = torch.where(convex, relu.upper_slope, mirrored.lower_slope)
+        high_bias = torch.where(convex, relu.upper_bias, zeros if mirrored.lower_bias is None else mirrored.lower_bias)
+        return Lines(a + c * low_slope, c * low_bias, a + c * high_slope, c * high_bias)
+
+    def unstable(self, lower: Tensor, upper: Tensor, **attrs) -> Tensor:
+        return (lower < 0) & (upper > 0)
+
+
 @rule("clamp_by", spellings=(torch.maximum, method("maximum"), aten.maximum.default, torch.minimum, method("minimum"),
                              aten.minimum.default, torch.fmax, torch.fmin, aten.clamp.Tensor))
 class ClampBy(Nonlinear):
