@@ -20,7 +20,8 @@ from torch import Tensor
 from .ir import Interval
 from .perturbation import Perturbation
 
-PROBE_EXAMPLES = 8  # examples of the memory probe: a chunk's sweeps take the union of its unstable neurons
+PROBE_EXAMPLES = 8  # examples of the memory probe: a chunk's sweeps pad every example to its worst one's
+# unstable neurons, so one example alone would under-count a chunk's
 ALPHA_BUDGET_SWEEPS = 4  # an α chunk keeps at most this many sweep budgets (verify.py's memory is 8 of them)
 
 
@@ -59,10 +60,10 @@ def _examples(inputs: tuple, perturbations: tuple, C: Optional[Tensor], index: T
 
 
 def _bytes_per_example(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor], crown: dict) -> int:
-    """Bytes one example's α-CROWN iteration keeps, from a CROWN pass on the first example: what autograd saves
-    for the backward pass through the slopes (every sweep's coefficients, all rows: the sweeps' chunking bounds
-    only their transient tensors), counted once per storage, plus three more copies of the slopes (their
-    gradient and Adam's two moments). Both grow with the examples, one slope per neuron per start node each."""
+    """Bytes one example's α-CROWN iteration keeps, from a CROWN pass on the first ``PROBE_EXAMPLES``: what
+    autograd saves for the backward pass through the slopes (every sweep's coefficients, all rows: the sweeps'
+    chunking bounds only their transient tensors), counted once per storage, plus three more copies of the slopes
+    (their gradient and Adam's two moments). Both grow with the examples, one slope per neuron per start node each."""
     count = min(inputs[0].shape[0], PROBE_EXAMPLES)
     first_inputs, first_perturbations, first_C = _examples(inputs, perturbations, C,
                                                            torch.arange(count, device=inputs[0].device))
@@ -92,8 +93,8 @@ def optimized_bounds(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor
     peak memory 2.9 vs 0.5 GiB). Elsewhere, what an iteration keeps (the sweeps' coefficients saved for the
     backward pass, the slopes, their gradients and Adam's moments) grows with the batch, so the examples are
     optimised in chunks that keep at most ``ALPHA_BUDGET_SWEEPS`` times the sweep budget
-    (``set_sweep_budget``), measured on the first ``PROBE_EXAMPLES``. Each example's slopes are its own, so chunks give the same bounds, unless batch
-    norm runs on batch statistics (then the whole batch at once)."""
+    (``set_sweep_budget``), measured on the first ``PROBE_EXAMPLES``. Each example's slopes are its own, so
+    chunks give the same bounds, unless batch norm runs on batch statistics (then the whole batch at once)."""
     from . import emit
 
     if iterations < 0 or not lr > 0:

@@ -19,10 +19,11 @@ import sys
 import types
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from torch import nn
 
+INSTALL = 'pip install -e ".[onnx]" && pip install --no-deps onnx2torch'
 OPSET = 13  # the oldest opset the conversion takes as is; older models are upgraded to it
 
 
@@ -58,8 +59,7 @@ def _onnx2torch() -> Any:
     try:
         import onnx2torch
     except ImportError as error:
-        raise ImportError('ONNX models need onnx and onnx2torch: pip install -e ".[onnx]" && '
-                          f"pip install --no-deps onnx2torch ({error})") from error
+        raise ImportError(f"ONNX models need onnx and onnx2torch: {INSTALL} ({error})") from error
     finally:
         for name, module in saved.items():
             if module is None:
@@ -69,21 +69,31 @@ def _onnx2torch() -> Any:
     return onnx2torch
 
 
+def read(path: Union[str, Path]) -> Any:
+    """The ONNX model in ``path`` (an ``onnx.ModelProto``); ``OnnxError`` if it is not one."""
+    try:
+        import onnx
+    except ImportError as error:
+        raise ImportError(f"ONNX models need onnx and onnx2torch: {INSTALL}") from error
+    try:
+        return onnx.load(str(path))
+    except Exception as error:
+        raise OnnxError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from error
+
+
 def load(path: Union[str, Path], drop_softmax: bool = False) -> nn.Module:
     """The ONNX model in ``path`` as a torch module (in eval mode). ``drop_softmax``: remove a ``Softmax`` that
     computes the graph's only output, so the module returns the logits (a classification property's order is
     the same on them; ``softmax`` has no bound rule of its own worth the looseness)."""
-    try:
-        import onnx
-    except ImportError as error:
-        raise ImportError('ONNX models need onnx and onnx2torch: pip install -e ".[onnx]" && '
-                          "pip install --no-deps onnx2torch") from error
+    return convert(read(path), path, drop_softmax)
+
+
+def convert(model: Any, path: Union[str, Path], drop_softmax: bool = False) -> nn.Module:
+    """``load`` of a model already read from ``path`` (named in errors)."""
+    import onnx
+
     converter = _onnx2torch()
     path = Path(path)
-    try:
-        model = onnx.load(str(path))
-    except Exception as error:
-        raise OnnxError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from error
     opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
     if opset < OPSET:
         try:
@@ -96,21 +106,33 @@ def load(path: Union[str, Path], drop_softmax: bool = False) -> nn.Module:
         module = converter.convert(model)
     except Exception as error:
         raise OnnxError(f"{path}: onnx2torch could not convert it ({type(error).__name__}: {error})") from error
-    example = _example_input(model, path)
-    return _with_constant_operands(module.eval(), example, path) if example is not None else module.eval()
-
-
-def _example_input(model: Any, path: Path) -> Any:
-    """A batch of one input of the graph's input shape (None where the shape is not fixed after the batch)."""
+    shape = input_shape(model)
+    if shape is None:
+        return module.eval()
     import torch
 
+    return _with_constant_operands(module.eval(), torch.rand(1, *shape), path)
+
+
+def input_shape(model: Any) -> Optional[tuple]:
+    """The shape after the batch of the graph's one input (initializers aside); None where there are several
+    inputs or the shape is not fixed."""
     inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
     if len(inputs) != 1:
         return None
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) < 2 or any(d <= 0 for d in dims[1:]):
         return None
-    return torch.rand(1, *dims[1:])
+    return tuple(dims[1:])
+
+
+def final_softmax(model: Any) -> Optional[Any]:
+    """The ``Softmax`` node that computes the graph's only output, or None."""
+    graph = model.graph
+    if len(graph.output) != 1:
+        return None
+    last = [node for node in graph.node if graph.output[0].name in node.output]
+    return last[0] if last and last[0].op_type == "Softmax" else None
 
 
 class _Reshape(nn.Module):
@@ -180,10 +202,10 @@ class _Resize(nn.Module):
 
 
 def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
-    """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad`` and ``Resize`` modules whose shape operands are
-    constants (initializers) replaced by plain torch modules with those constants built in. onnx2torch's own take
-    them as tensors at run time (``split.tolist()``, loops over ``starts``), which no symbolic trace can follow;
-    with the constants in the module, ``BoundedModule`` traces the graph like any other. An operand counts as
+    """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad`` and ``Resize`` modules whose shape
+    operands are constants (initializers) replaced by plain torch modules with those constants built in.
+    onnx2torch's own take them as tensors at run time (``split.tolist()``, loops over ``starts``), which no
+    symbolic trace can follow; with the constants in the module, ``BoundedModule`` traces the graph like any other. An operand counts as
     constant when it depends on initializers and ``Shape`` only (the exporter computes reshape targets from the
     input's shape); its value and every output shape come from running the graph once on a batch of one
     (``ShapeProp``), and a reshape keeps the batch first (``-1``). The rewritten graph must give the original's
@@ -299,11 +321,11 @@ def _without_final_softmax(model: Any, path: Path) -> Any:
     if len(graph.output) != 1:
         raise OnnxError(f"{path}: drop_softmax needs a model with one output, this one has {len(graph.output)}")
     output = graph.output[0].name
-    last = [node for node in graph.node if output in node.output]
-    if not last or last[0].op_type != "Softmax":
+    softmax = final_softmax(model)
+    if softmax is None:
+        last = [node for node in graph.node if output in node.output]
         raise OnnxError(f"{path}: drop_softmax: the output {output!r} is not computed by a Softmax "
                         f"({last[0].op_type if last else 'no node'})")
-    softmax = last[0]
     used = [node for node in graph.node if softmax.input[0] in node.input and node is not softmax]
     if used:
         raise OnnxError(f"{path}: drop_softmax: the softmax's input is also used by {used[0].op_type}")

@@ -59,22 +59,26 @@ class Verdict:
 
 def _gaps(model: nn.Module, x: Tensor, case: Case) -> Tensor:
     """``g(x) = max_i (C_i·f(x) − d_i)`` per point (``−inf`` with no rows: every point is a counterexample)."""
-    y = model(x).flatten(1)
+    return _gaps_of(model(x).flatten(1), case)
+
+
+def _gaps_of(y: Tensor, case: Case) -> Tensor:
     if case.C.shape[0] == 0:
-        return torch.full((x.shape[0],), -math.inf, dtype=y.dtype)
+        return torch.full((y.shape[0],), -math.inf, dtype=y.dtype)
     return (y @ case.C.to(y).T - case.d.to(y)).max(1).values
 
 
 def _confirmed(model: nn.Module, x: Tensor, case: Case) -> Optional[Verdict]:
-    """The counterexample among ``x`` (points of the case's box) at which the model gives ``C·y ≤ d``, if any."""
+    """The counterexample among ``x`` (points of the case's box) at which the model, run on that point alone,
+    gives ``C·y ≤ d``, if any."""
     with torch.no_grad():
-        gaps = _gaps(model, x, case)
-    hits = (gaps <= 0).nonzero().flatten()
-    if not len(hits):
-        return None
-    point = x[hits[0]].clone()
+        hits = (_gaps(model, x, case) <= 0).nonzero().flatten()
+        if not len(hits):
+            return None
+        point = x[hits[0]].clone()
+        y = model(point.unsqueeze(0)).flatten(1)
     inside = bool(((point >= case.lower.to(point)) & (point <= case.upper.to(point))).all())
-    return Verdict("sat", point, model(point.unsqueeze(0)).detach().flatten()) if inside else None
+    return Verdict("sat", point, y.flatten()) if inside and bool(_gaps_of(y, case)[0] <= 0) else None
 
 
 def falsify(model: nn.Module, case: Case, points: int = 256, steps: int = 50, seed: int = 0) -> Optional[Verdict]:
@@ -188,27 +192,26 @@ def decide(model: nn.Module, cases: list[Case], timeout: float = 60.0, batch: in
     return verdict
 
 
-def load_model(path: Path) -> nn.Module:
-    """A network file as a module from flat inputs ``(batch, n)`` to flat outputs ``(batch, m)``, in float64:
-    ``.nnet`` (``boundgraph.nnet``) or ``.onnx`` (``boundgraph.onnx``; VNN-LIB's ``X_i`` are the ONNX input's
-    elements in row-major order, and a trailing softmax is dropped: the properties compare the outputs' order)."""
+def load_model(path: Path) -> tuple[nn.Module, int]:
+    """A network file as a module from flat inputs ``(batch, n)`` to flat outputs ``(batch, m)``, and ``n``:
+    ``.nnet`` (``boundgraph.nnet``) or ``.onnx`` (``boundgraph.onnx``, made float64; VNN-LIB's ``X_i`` are the ONNX
+    input's elements in row-major order, and a trailing softmax is dropped: the properties compare the outputs'
+    order)."""
     suffix = path.suffix.lower()
     if suffix == ".nnet":
         from .nnet import load
 
-        return load(path)[0]
+        model, domain = load(path)
+        return model, domain.lower.numel()
     if suffix == ".onnx":
-        import onnx
+        from . import onnx
 
-        from .onnx import load as load_onnx
-
-        graph = onnx.load(str(path)).graph
-        shape = tuple(int(d.dim_value) for d in graph.input[0].type.tensor_type.shape.dim[1:])
-        if not shape or any(d <= 0 for d in shape):
-            raise ValueError(f"{path}: the input's shape after the batch must be fixed, found {shape}")
-        producers = [node.op_type for node in graph.node if graph.output[0].name in node.output]
-        model = load_onnx(path, drop_softmax=producers == ["Softmax"])
-        return nn.Sequential(nn.Unflatten(1, shape), model, nn.Flatten()).double().eval()
+        proto = onnx.read(path)
+        shape = onnx.input_shape(proto)
+        if shape is None:
+            raise ValueError(f"{path}: the verifier needs one input whose shape after the batch is fixed")
+        model = onnx.convert(proto, path, drop_softmax=onnx.final_softmax(proto) is not None)
+        return nn.Sequential(nn.Unflatten(1, shape), model, nn.Flatten()).double().eval(), math.prod(shape)
     raise ValueError(f"{path}: the verifier reads .nnet and .onnx networks, not {suffix or 'files without a suffix'}")
 
 
@@ -220,13 +223,11 @@ def main(argv=None) -> Verdict:
     parser.add_argument("--batch", type=int, default=64, help="sub-boxes bounded together (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the VNN-COMP result file here")
     args = parser.parse_args(argv)
-    model = load_model(args.model)
+    model, inputs = load_model(args.model)
     cases = read(args.property)
     if cases:
-        inputs = next(m for m in model.modules() if isinstance(m, (nn.Unflatten, nn.Linear)))
-        expected = math.prod(inputs.unflattened_size) if isinstance(inputs, nn.Unflatten) else inputs.in_features
-        if cases[0].lower.numel() != expected:
-            raise SystemExit(f"{args.property} declares {cases[0].lower.numel()} inputs, {args.model} takes {expected}")
+        if cases[0].lower.numel() != inputs:
+            raise SystemExit(f"{args.property} declares {cases[0].lower.numel()} inputs, {args.model} takes {inputs}")
         with torch.no_grad():
             outputs = model(cases[0].lower.to(next(model.parameters()).dtype).unsqueeze(0)).shape[-1]
         if cases[0].C.shape[1] != outputs:

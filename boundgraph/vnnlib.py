@@ -139,9 +139,11 @@ def read(source: Union[str, Path], inputs: int | None = None, outputs: int | Non
     for kind, given in (("X", inputs), ("Y", outputs)):
         count = len(declared[kind])
         if declared[kind] != set(range(count)) or not count:
-            raise VnnlibError(f"{where}: {kind}_0 … {kind}_{{n−1}} must all be declared, found {sorted(declared[kind])}")
+            raise VnnlibError(f"{where}: {kind}_0 … {kind}_{{n−1}} must all be declared, "
+                              f"found {sorted(declared[kind])}")
         if given is not None and given != count:
-            raise VnnlibError(f"{where}: declares {count} {'inputs' if kind == 'X' else 'outputs'}, the model has {given}")
+            raise VnnlibError(f"{where}: declares {count} {'inputs' if kind == 'X' else 'outputs'}, "
+                              f"the model has {given}")
         sizes[kind] = count
     conjunctions = [sum(parts, []) for parts in itertools.product(*(_dnf(a, where) for a in asserts))]
     cases = []
