@@ -206,10 +206,11 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
     operands are constants (initializers) replaced by plain torch modules with those constants built in.
     onnx2torch's own take them as tensors at run time (``split.tolist()``, loops over ``starts``), which no
     symbolic trace can follow; with the constants in the module, ``BoundedModule`` traces the graph like any
-    other. An operand counts as constant when it depends on initializers and ``Shape`` only (the exporter computes reshape targets from the
-    input's shape); its value and every output shape come from running the graph once on a batch of one
-    (``ShapeProp``), and a reshape keeps the batch first (``-1``). The rewritten graph must give the original's
-    outputs at batch 1, and at batch 2 where the file allows it; otherwise it is an error."""
+    other. An operand counts as constant when it depends on initializers and ``Shape`` only (the exporter
+    computes reshape targets from the input's shape); its value and every output shape come from running the
+    graph once on a batch of one (``ShapeProp``), and a reshape keeps the batch first (``-1``). The rewritten
+    graph must give the original's outputs at batch 1, and at batch 2 where the file allows it; otherwise it is
+    an error."""
     import torch
     from torch.fx.passes.shape_prop import ShapeProp
     from onnx2torch.node_converters import pad as onnx_pad, reshape as onnx_reshape, resize as onnx_resize
