@@ -93,6 +93,7 @@ def main(argv=None) -> None:
         print("| step | × plain | floor | matmul/conv × plain (GFLOP/s) | fold | elementwise | layout | other |")
         print("|---|---|---|---|---|---|---|---|")
         for step, fn in fns.items():
+            fn()  # the first call measures transposed convolutions' ways (``ops/conv.py``): not the step's FLOPs
             step_flops = flops(fn)
             seconds, groups = profiled(fn, args.rounds)
             rate = step_flops / max(groups["matmul/conv"], 1e-12)

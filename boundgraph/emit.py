@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .ir import BoundGraph, Interval, LinearBounds, PerExample, Ref
 from .ops import RULES, Nonlinear, Rule
+from .patches import patches_concretize, patches_conv, patches_lines, patches_start, window_sizes
 from .passes.schedule import Schedule, Step
 
 _counter = itertools.count()
@@ -124,15 +125,34 @@ def nan_where_unbounded(x: Interval, result: Any, *constants: Any) -> Any:
 
 
 def _nan_per_example(x: Interval, result: Any, constants: list) -> Any:
-    """``nan_where_unbounded`` without branches (under ``torch.compile``), by one reduction per example: a whole
-    example is NaN where any width is not finite (or the widths sum past the largest float: vacuous, never wrong),
-    and everything where a constant is not finite."""
+    """``nan_where_unbounded`` without branches (under ``torch.compile``): NaN wherever a width is not finite, in
+    the results of the interval's shape (inductor fuses that mask into the pass that computes them), and over a
+    whole example in the others (one reduction per example, vacuous where the widths sum past the largest float,
+    never wrong); everything where a constant is not finite. (A per-example reduction for every result was 3–4
+    times slower: inductor gathered the channels-last convolution outputs one scalar at a time.)"""
     widths = (x.upper - x.lower).detach()
-    per_example = ~torch.isfinite(widths.reshape(widths.shape[0], -1).sum(1))
+    bad = ~torch.isfinite(widths)
+    constant_bad = None
     for c in constants:
-        per_example = per_example | ~torch.isfinite(c.detach()).all()
-    return type(result)(*(t if t is None or not t.is_floating_point() else
-                          torch.where(per_example.view(-1, *([1] * (t.dim() - 1))), math.nan, t) for t in result))
+        c_bad = ~torch.isfinite(c.detach()).all()
+        constant_bad = c_bad if constant_bad is None else constant_bad | c_bad
+    per_example = None
+
+    def mark(t: Any) -> Any:
+        nonlocal per_example
+        if t is None or not t.is_floating_point():
+            return t
+        if t.shape == bad.shape:
+            where = bad if constant_bad is None else bad | constant_bad
+        else:
+            if per_example is None:
+                per_example = ~torch.isfinite(widths.reshape(widths.shape[0], -1).sum(1))
+                if constant_bad is not None:
+                    per_example = per_example | constant_bad
+            where = per_example.view(-1, *([1] * (t.dim() - 1)))
+        return torch.where(where, math.nan, t)
+
+    return type(result)(*(mark(t) for t in result))
 
 
 def _finite_widths(x: Interval) -> bool:
@@ -254,9 +274,10 @@ def _attribute_path(root: str, path: str) -> str:
 _HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "unstable_rows": unstable_rows,
             "rows_start": rows_start, "refine": refine, "Interval": Interval, "linear_start": linear_start,
             "concretize_linear": concretize_linear, "PerExample": PerExample,
-            "nan_where_unbounded": nan_where_unbounded, "row_chunks": row_chunks}
+            "nan_where_unbounded": nan_where_unbounded, "row_chunks": row_chunks, "patches_start": patches_start,
+            "patches_lines": patches_lines, "patches_conv": patches_conv, "patches_concretize": patches_concretize}
 _RESERVED = {"model", "inputs", "perturbations", "C", "alphas", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
-             "False", "len"} | set(_HELPERS) | set(keyword.kwlist)
+             "False", "len", "P"} | set(_HELPERS) | set(keyword.kwlist)
 
 
 def _derived(var: str) -> list[str]:
@@ -446,6 +467,7 @@ class _Emitter:
                 self.line(f"if not perturbations[{exact}].box:")
                 self.indent += 1
             self.line(f"{t}_rows = unstable_rows({masks})")
+            patched = self.patch_sweep(step)
             width = max(math.prod(self.graph[n].shape[1:]) for n in step.order if self.graph[n].shape is not None)
             self.line(f"for {t}_chunk in row_chunks({t}_rows, {self.like}, {width}):")
             self.indent += 1
@@ -496,7 +518,80 @@ class _Emitter:
                 self.line(f"{t}_crown = {self.rule(step.node)}.finish({t}_crown, {t}_lines)")
         else:
             self.line(f"{t} = refine({t}, bound, {t}_chunk)")
-            self.indent -= 1 + (exact is not None)
+            self.indent -= 1 + (exact is not None) + patched
+
+    def patch_plan(self, step: Step):
+        """The steps of a sweep by windows (``boundgraph.patches``), or None where it must be dense: the sweep's
+        target and every node down to the perturbed input form one chain of ``conv2d`` (groups 1, dilation 1,
+        constant kernel) and one-input elementwise nodes with plain lines, on ``(C, H, W)`` maps, and every
+        window is at most half its map (else dense maps are no larger)."""
+        graph = self.graph
+        order = [graph[name] for name in step.order]
+        if len(order) < 3 or order[0].op != "conv2d" or order[-1].op != "input":
+            return None
+        for node, below in zip(order, order[1:]):
+            perturbed = [o.name for o in node.operands if isinstance(o, Ref) and graph[o.name].perturbed]
+            if perturbed != [below.name] or node.shape is None or len(node.shape) != 4:
+                return None
+            rule = self.rules[node.name]
+            if node.op == "conv2d":
+                weight = node.operands[1]
+                if (node.operands[0] != Ref(below.name) or node.attrs["groups"] != 1
+                        or tuple(node.attrs["dilation"]) != (1, 1) or not isinstance(weight, Ref)
+                        or graph[weight.name].op not in ("param", "constant") or len(graph[weight.name].shape) != 4):
+                    return None
+            elif not (isinstance(rule, Nonlinear) and rule.inputs == 1 and type(rule).backward is Nonlinear.backward
+                      and below.shape == node.shape):
+                return None
+        if len(order[-1].shape) != 4:
+            return None
+        kernel = lambda node: tuple(graph[node.operands[1].name].shape[-2:])  # noqa: E731
+        chain = [("conv", (kernel(n), tuple(n.attrs["stride"]))) if n.op == "conv2d" else ("lines", ())
+                 for n in order[1:-1]]
+        sizes = window_sizes(chain, kernel(order[0]))
+        maps = [n.shape[1:] for n in order[1:]]  # the map each window lies on: the input of each step
+        if any(h * w > 0.5 * m[1] * m[2] for (h, w), m in zip(sizes, maps)):
+            return None
+        return [(n, m, size) for n, m, size in zip(order, maps, sizes)], order[-1]
+
+    def patch_sweep(self, step: Step) -> bool:
+        """Emit the sweep by windows where ``patch_plan`` allows it, under ``if`` the input's set is a box; the
+        dense loop that follows is then its ``else`` (returns whether it opened one)."""
+        plan = self.patch_plan(step)
+        if plan is None:
+            return False
+        plan, source = plan
+        t, like = self.v[step.node], self.like
+        width = max(m[0] * h * w for _, m, (h, w) in plan)
+        self.line(f"if perturbations[{source.attrs['index']}].box:  # rows as windows (boundgraph.patches)")
+        self.indent += 1
+        self.line(f"for {t}_chunk in row_chunks({t}_rows, {like}, {width}):")
+        self.indent += 1
+        target = plan[0][0]
+        weight, bias = (self.operand(o) for o in target.operands[1:3])
+        self.line(f"P, bias = patches_start({t}_chunk, {weight}, {bias}, {tuple(target.shape[1:])!r}, "
+                  f"{tuple(target.attrs['stride'])!r}, {tuple(target.attrs['padding'])!r})")
+        for node, _, _ in plan[1:]:
+            var = self.v[node.name]
+            if node.op == "conv2d":
+                weight, bias = (self.operand(o) for o in node.operands[1:3])
+                self.line(f"P, b = patches_conv(P, {weight}, {bias}, {tuple(node.shape[2:])!r}, "
+                          f"{tuple(node.attrs['stride'])!r}, {tuple(node.attrs['padding'])!r})")
+            else:
+                lines = f"{var}_lines"
+                if self.strategy == "alpha":
+                    pre = self.v[node.operands[0].name]
+                    self.line(f"{var}_alpha = {self.rule(node.name)}.with_alpha({var}_lines, {pre}.lower, "
+                              f"{pre}.upper, alphas, ({node.name!r}, {step.node!r}), None)")
+                    lines = f"{var}_alpha"
+                self.line(f"P, b = patches_lines(P, *{lines}, like={self.v[node.operands[0].name]}.lower)")
+            self.line("bias = bias + b")
+        self.line(f"bound = bias + patches_concretize(P, {self.v[source.name]})")
+        self.line(f"{t} = refine({t}, bound, {t}_chunk)")
+        self.indent -= 2
+        self.line("else:")
+        self.indent += 1
+        return True
 
     def exact_by_ibp(self, step: Step):
         """The input's index if the sweep's target is one linear layer or convolution of that input alone, else None."""

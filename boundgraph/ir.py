@@ -38,6 +38,11 @@ class Interval(NamedTuple):
         # in place on fresh tensors: two allocations instead of four (IBP is memory-bound)
         return (self.upper + self.lower).mul_(0.5), (self.upper - self.lower).mul_(0.5)
 
+    def sum_width(self) -> tuple[Tensor, Tensor]:
+        """``(u + l, u − l)``: twice the centre and radius, for a linear map that takes the ½ into its weight
+        (exactly: halving is exact in binary floating point) and saves two passes and their backward."""
+        return self.upper + self.lower, self.upper - self.lower
+
 
 class PerExample(NamedTuple):
     """A constant operand with one value per example (it depends on an input or on ``C``), marked so
