@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .ir import BoundGraph, Interval, LinearBounds, PerExample, Ref
 from .ops import RULES, Nonlinear, Rule
-from .patches import patches_concretize, patches_conv, patches_lines, patches_start, window_sizes
+from .patches import patches_alpha, patches_concretize, patches_conv, patches_lines, patches_start, window_sizes
 from .passes.schedule import Schedule, Step
 
 _counter = itertools.count()
@@ -83,6 +83,15 @@ def rows_start(like: Tensor, shape: tuple[int, ...], rows: Tensor) -> Tensor:
     pick = torch.zeros(batch, k, n, dtype=like.dtype, device=like.device)
     pick.scatter_(2, rows.unsqueeze(2), 1.0)
     return torch.cat([pick, -pick], 1).reshape(batch, 2 * k, *shape)
+
+
+def row_ids(chunk: Tensor, neurons: int) -> Tensor:
+    """The ``[I; −I]`` rows of ``rows_start(…, chunk)`` as ids among all ``2·neurons`` rows of a sweep: a neuron's
+    lower row is its index, its upper row ``neurons`` + its index (α per row, ``ReLU.with_alpha``)."""
+    return torch.cat([chunk, chunk + neurons], 1)
+
+
+ALPHA_ROWS_ELEMENTS = 2**24  # per example: the most α elements kept per row of an intermediate dense sweep
 
 
 def refine(bounds: Interval, bound: Tensor, rows: Tensor) -> Interval:
@@ -275,7 +284,7 @@ _HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "uns
             "rows_start": rows_start, "refine": refine, "Interval": Interval, "linear_start": linear_start,
             "concretize_linear": concretize_linear, "PerExample": PerExample,
             "nan_where_unbounded": nan_where_unbounded, "row_chunks": row_chunks, "patches_start": patches_start,
-            "patches_lines": patches_lines, "patches_conv": patches_conv, "patches_concretize": patches_concretize}
+            "patches_alpha": patches_alpha, "row_ids": row_ids, "patches_lines": patches_lines, "patches_conv": patches_conv, "patches_concretize": patches_concretize}
 _RESERVED = {"model", "inputs", "perturbations", "C", "alphas", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
              "False", "len", "P"} | set(_HELPERS) | set(keyword.kwlist)
 
@@ -483,9 +492,13 @@ class _Emitter:
             if isinstance(self.rules[name], Nonlinear) and self.strategy == "alpha":
                 # α-CROWN: lower slopes of their own for each sweep (start node), and for each row of the last
                 pre = self.v[node.operands[0].name]
-                rows = f"A_{var}.shape[1]" if final else "None"
+                rows, index = (f"A_{var}.shape[1]", "") if final else ("None", "")
+                neurons = math.prod(target.shape[1:]) if target.shape is not None else 0
+                if (not final and getattr(self.rules[name], "alpha_rows", False) and node.shape is not None
+                        and 2 * neurons * math.prod(node.shape[1:]) <= ALPHA_ROWS_ELEMENTS):
+                    rows, index = f"{2 * neurons}", f", index=row_ids({t}_chunk, {neurons})"
                 self.line(f"{var}_alpha = {rule}.with_alpha({var}_lines, {pre}.lower, {pre}.upper, alphas, "
-                          f"({name!r}, {step.node!r}), {rows})")
+                          f"({name!r}, {step.node!r}), {rows}{index})")
                 call = f"{rule}.backward(A_{var}, {var}_alpha{self.attr_args(name)})"
             elif isinstance(self.rules[name], Nonlinear):
                 call = f"{rule}.backward(A_{var}, {var}_lines{self.attr_args(name)})"
@@ -578,13 +591,19 @@ class _Emitter:
                 self.line(f"P, b = patches_conv(P, {weight}, {bias}, {tuple(node.shape[2:])!r}, "
                           f"{tuple(node.attrs['stride'])!r}, {tuple(node.attrs['padding'])!r})")
             else:
-                lines = f"{var}_lines"
-                if self.strategy == "alpha":
-                    pre = self.v[node.operands[0].name]
+                lines, own = f"{var}_lines", ""
+                pre = self.v[node.operands[0].name]
+                if self.strategy == "alpha" and getattr(self.rules[node.name], "alpha_rows", False):
+                    neurons = math.prod(target.shape[1:])
+                    self.line(f"{var}_alpha = patches_alpha({var}_lines.lower_slope, {self.rule(node.name)}.unstable("
+                              f"{pre}.lower, {pre}.upper), alphas, ({node.name!r}, {step.node!r}), P, "
+                              f"row_ids({t}_chunk, {neurons}), {2 * neurons})")
+                    own = f", lower_rows={var}_alpha"
+                elif self.strategy == "alpha":
                     self.line(f"{var}_alpha = {self.rule(node.name)}.with_alpha({var}_lines, {pre}.lower, "
                               f"{pre}.upper, alphas, ({node.name!r}, {step.node!r}), None)")
                     lines = f"{var}_alpha"
-                self.line(f"P, b = patches_lines(P, *{lines}, like={self.v[node.operands[0].name]}.lower)")
+                self.line(f"P, b = patches_lines(P, *{lines}, like={pre}.lower{own})")
             self.line("bias = bias + b")
         self.line(f"bound = bias + patches_concretize(P, {self.v[source.name]})")
         self.line(f"{t} = refine({t}, bound, {t}_chunk)")

@@ -35,6 +35,7 @@ class Patches(NamedTuple):
     grid_w: int
     stride: tuple[int, int]
     padding: tuple[int, int]
+    cells: int  # positions in the target's output map (a row's neuron ``n`` sits at ``n mod cells``)
 
 
 def patches_start(rows: Tensor, weight: Tensor, bias: Optional[Tensor], out_shape: tuple[int, int, int], stride,
@@ -51,7 +52,7 @@ def patches_start(rows: Tensor, weight: Tensor, bias: Optional[Tensor], out_shap
         start_bias = torch.zeros(coef.shape[:2], dtype=coef.dtype, device=coef.device)
     else:
         start_bias = torch.cat([bias[channel], -bias[channel]], 1)
-    return Patches(coef, grid, width, tuple(stride), tuple(padding)), start_bias
+    return Patches(coef, grid, width, tuple(stride), tuple(padding), height * width), start_bias
 
 
 def windows(value: Tensor, patches: Patches) -> Tensor:
@@ -71,20 +72,39 @@ def _positions(patches: Patches, value: Tensor) -> Tensor:
 
 
 def patches_lines(patches: Patches, lower_slope: Tensor, lower_bias: Optional[Tensor], upper_slope: Tensor,
-                  upper_bias: Tensor, like: Tensor) -> tuple[Patches, Tensor]:
+                  upper_bias: Tensor, like: Tensor, lower_rows: Optional[Tensor] = None) -> tuple[Patches, Tensor]:
     """Back through an elementwise node's lines: ``A' = A⁺·s_l + A⁻·s_u``, bias ``Σ A⁺·b_l + A⁻·b_u`` per row,
     each line (broadcast to ``like``, the node's input bounds) read at the row's window
-    (``boundgraph.ops.base.through_lines`` on windows)."""
+    (``boundgraph.ops.base.through_lines`` on windows); ``lower_rows``: a lower slope of each row's own, already
+    on its window (``patches_alpha``)."""
     lower_slope, upper_slope, upper_bias = (t.expand_as(like) for t in (lower_slope, upper_slope, upper_bias))
     lower_bias = None if lower_bias is None else lower_bias.expand_as(like)
     coef = patches.coef
     positive = coef.clamp(min=0)
     negative = coef - positive
-    new = positive * windows(lower_slope, patches) + negative * windows(upper_slope, patches)
+    lower_rows = windows(lower_slope, patches) if lower_rows is None else lower_rows
+    new = positive * lower_rows + negative * windows(upper_slope, patches)
     bias = (negative * windows(upper_bias, patches)).flatten(2).sum(2)
     if lower_bias is not None:
         bias = bias + (positive * windows(lower_bias, patches)).flatten(2).sum(2)
     return patches._replace(coef=new), bias
+
+
+def patches_alpha(lower_slope: Tensor, unstable: Tensor, alphas: dict, key, patches: Patches, index: Tensor,
+                  rows: int) -> Tensor:
+    """α-CROWN's lower slopes of ReLU on windows, one set per row of the sweep (as auto_LiRPA keeps them per
+    start neuron): ``α`` where the neuron is unstable, the line's own slope elsewhere, ``(batch, r, C, h, w)``.
+    ``alphas[key]`` holds all ``rows`` rows (every neuron's ``[I; −I]``, ``emit.row_ids``), created from the lines
+    on first use; ``index`` (``(batch, r)``) picks this chunk's."""
+    slope = windows(lower_slope.expand_as(unstable), patches)
+    if key not in alphas:
+        batch, _, channels, h, w = patches.coef.shape
+        neurons = torch.arange(rows, device=index.device) % (rows // 2)
+        every = patches._replace(coef=patches.coef.new_zeros(()).expand(batch, rows, channels, h, w),
+                                 grid=(neurons % patches.cells).expand(batch, rows))
+        alphas[key] = windows(lower_slope.detach().expand_as(unstable), every).clone().requires_grad_(True)
+    alpha = alphas[key][torch.arange(index.shape[0], device=index.device).unsqueeze(1), index]
+    return torch.where(windows(unstable.to(slope.dtype), patches) > 0.5, alpha, slope)
 
 
 def patches_conv(patches: Patches, weight: Tensor, bias: Optional[Tensor], out_hw: tuple[int, int], stride,
@@ -100,7 +120,8 @@ def patches_conv(patches: Patches, weight: Tensor, bias: Optional[Tensor], out_h
                             (0, 0))  # the fastest way for this shape (``ops/conv.py``)
     grown = Patches(back.reshape(batch, rows, *back.shape[1:]), patches.grid, patches.grid_w,
                     (patches.stride[0] * stride[0], patches.stride[1] * stride[1]),
-                    (patches.padding[0] * stride[0] + padding[0], patches.padding[1] * stride[1] + padding[1]))
+                    (patches.padding[0] * stride[0] + padding[0], patches.padding[1] * stride[1] + padding[1]),
+                    patches.cells)
     return grown, term
 
 

@@ -92,7 +92,8 @@ def test_alpha_crown_runs_under_inference_mode_and_no_grad():
 
 
 def test_each_sweep_has_its_own_slopes_and_the_last_one_per_specification_row():
-    """α-CROWN (as the peer keeps them): one α per (ReLU, start node); the output's sweep has one per spec row."""
+    """α-CROWN (as the peer keeps them): one α per (ReLU, start node) and per row: an intermediate sweep's for
+    every neuron's lower and upper row (``[I; −I]``), the output's sweep's per spec row."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.ReLU(), torch.nn.Linear(6, 5), torch.nn.ReLU(),
                                 torch.nn.Linear(5, 4)).double()
@@ -108,7 +109,7 @@ def test_each_sweep_has_its_own_slopes_and_the_last_one_per_specification_row():
     assert alphas[(relus[1], output)].shape == (2, 3, 5) and alphas[(relus[0], output)].shape == (2, 3, 6)
     starts = {start for _, start in alphas}
     assert len(starts) >= 2, alphas.keys()  # the second ReLU's input has a sweep (and slopes of the first) of its own
-    assert all(alphas[key].shape == (2, 6) for key in alphas if key[0] == relus[0] and key[1] != output)
+    assert all(alphas[key].shape == (2, 2 * 5, 6) for key in alphas if key[0] == relus[0] and key[1] != output)
 
 
 def test_alpha_crown_optimises_examples_in_chunks_that_fit_the_budget_with_the_same_bounds(monkeypatch):

@@ -3,6 +3,7 @@ line-fitting machine of ``elementwise.py``."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 import operator
 
 import torch
@@ -56,15 +57,23 @@ class ReLU(Nonlinear):
         """Only neurons whose sign is not known: elsewhere the lines are exact whatever the bounds."""
         return (lower < 0) & (upper > 0)
 
-    def with_alpha(self, lines: Lines, lower: Tensor, upper: Tensor, alphas: dict, key, rows=None) -> Lines:
+    alpha_rows = True  # its α may be kept per row of a sweep (``with_alpha``'s ``rows``; ``patches.patches_alpha``)
+
+    def with_alpha(self, lines: Lines, lower: Tensor, upper: Tensor, alphas: dict, key, rows=None,
+                   index: Optional[Tensor] = None) -> Lines:
         """Every ``αz`` with ``0 ≤ α ≤ 1`` is a lower line of an unstable ReLU; α per example and neuron, and per
-        row of the sweep when ``rows`` is given (``(batch, rows, *shape)``)."""
+        row of the sweep when ``rows`` is given (``(batch, rows, *shape)``). With ``index`` (``(batch, r)``), α is
+        kept for all ``rows`` rows a sweep may take (an intermediate sweep's ``[I; −I]`` rows of every neuron:
+        ``emit.row_ids``) and this chunk's rows are read from it, so each bounded neuron keeps its own slopes from
+        one iteration to the next although which neurons are unstable (the chunk) changes."""
         if key not in alphas:
             start = lines.lower_slope.detach()
             if rows is not None:
                 start = start.unsqueeze(1).expand(start.shape[0], rows, *start.shape[1:])
             alphas[key] = start.clone().requires_grad_(True)
         alpha, unstable, slope = alphas[key], self.unstable(lower, upper), lines.lower_slope
+        if index is not None:
+            alpha = alpha[torch.arange(alpha.shape[0], device=index.device).unsqueeze(1), index]
         if rows is not None:
             unstable, slope = unstable.unsqueeze(1), slope.unsqueeze(1)
         return lines._replace(lower_slope=torch.where(unstable, alpha, slope))
