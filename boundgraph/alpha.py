@@ -22,6 +22,7 @@ from .perturbation import Perturbation
 
 PROBE_EXAMPLES = 8  # examples of the memory probe: a chunk's sweeps pad every example to its worst one's
 # unstable neurons, so one example alone would under-count a chunk's
+LR_DECAY = 0.98  # the step size's decay per iteration (auto_LiRPA's default)
 ALPHA_BUDGET_SWEEPS = 4  # an α chunk keeps at most this many sweep budgets (verify.py's memory is 8 of them)
 
 
@@ -134,11 +135,13 @@ def _optimized_chunk(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor
         bound = program(bm.core, inputs, perturbations, spec, alphas).lower
         best = bound.detach()
         optimizer = torch.optim.Adam(list(alphas.values()), lr=lr) if alphas else None
+        decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, LR_DECAY) if optimizer else None
         for _ in range(iterations if optimizer else 0):
             grads = torch.autograd.grad(-bound.sum(), list(alphas.values()), allow_unused=True)
             for alpha, grad in zip(alphas.values(), grads):
                 alpha.grad = grad
             optimizer.step()
+            decay.step()
             with torch.no_grad():
                 for alpha in alphas.values():
                     alpha.clamp_(0.0, 1.0)  # the projection: αz is a lower line of ReLU for α ∈ [0, 1]
