@@ -283,8 +283,9 @@ def _attribute_path(root: str, path: str) -> str:
 _HELPERS = {"identity_start": identity_start, "split_bounds": split_bounds, "unstable_rows": unstable_rows,
             "rows_start": rows_start, "refine": refine, "Interval": Interval, "linear_start": linear_start,
             "concretize_linear": concretize_linear, "PerExample": PerExample,
-            "nan_where_unbounded": nan_where_unbounded, "row_chunks": row_chunks, "patches_start": patches_start,
-            "patches_alpha": patches_alpha, "row_ids": row_ids, "patches_lines": patches_lines, "patches_conv": patches_conv, "patches_concretize": patches_concretize}
+            "nan_where_unbounded": nan_where_unbounded, "row_chunks": row_chunks, "row_ids": row_ids,
+            "patches_start": patches_start, "patches_lines": patches_lines, "patches_alpha": patches_alpha,
+            "patches_conv": patches_conv, "patches_concretize": patches_concretize}
 _RESERVED = {"model", "inputs", "perturbations", "C", "alphas", "bias", "b", "bound", "_", "CONSTANTS", "None", "True",
              "False", "len", "P"} | set(_HELPERS) | set(keyword.kwlist)
 
@@ -492,7 +493,7 @@ class _Emitter:
             if isinstance(self.rules[name], Nonlinear) and self.strategy == "alpha":
                 # α-CROWN: lower slopes of their own for each sweep (start node), and for each row of the last
                 pre = self.v[node.operands[0].name]
-                rows, index = (f"A_{var}.shape[1]", "") if final else ("None", "")
+                rows, index = (f"A_{var}.shape[1]" if final else "None"), ""
                 neurons = math.prod(target.shape[1:]) if target.shape is not None else 0
                 if (not final and getattr(self.rules[name], "alpha_rows", False) and node.shape is not None
                         and 2 * neurons * math.prod(node.shape[1:]) <= ALPHA_ROWS_ELEMENTS):
@@ -558,7 +559,9 @@ class _Emitter:
                 return None
         if len(order[-1].shape) != 4:
             return None
-        kernel = lambda node: tuple(graph[node.operands[1].name].shape[-2:])  # noqa: E731
+        def kernel(node) -> tuple[int, int]:
+            return tuple(graph[node.operands[1].name].shape[-2:])
+
         chain = [("conv", (kernel(n), tuple(n.attrs["stride"]))) if n.op == "conv2d" else ("lines", ())
                  for n in order[1:-1]]
         sizes = window_sizes(chain, kernel(order[0]))

@@ -3,8 +3,8 @@ line-fitting machine of ``elementwise.py``."""
 from __future__ import annotations
 
 import math
-from typing import Optional
 import operator
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -394,6 +394,18 @@ def _scale_pair(coef: Tensor, bias: Tensor, other_coef: Tensor, other_bias: Tens
             bias * positive + other_bias * negative)
 
 
+def affine_interval(x: Interval, apply: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor], weight: Tensor,
+                    bias: Optional[Tensor]) -> Interval:
+    """IBP of an affine map ``apply(x, weight, bias)`` linear in ``weight`` (Gowal et al. 2018): ``Wc + b ± |W|r``,
+    computed as ``(W/2)(u + l) + b ± |W/2|(u − l)`` (halving is exact in binary floating point; two passes and
+    their backward fewer than forming the centre and radius)."""
+    total, width = x.sum_width()
+    half = weight * 0.5
+    mid = apply(total, half, bias)
+    rad = apply(width, half.abs(), None)
+    return Interval(mid - rad, mid + rad)
+
+
 def spec_dot(A: Tensor, x: Tensor) -> Tensor:
     """Per-example inner products of each spec row of ``A`` (``(batch, specs, ...)``) with ``x``
     (``(batch, ...)``): ``(batch, specs)``, by one batched matrix product."""

@@ -1,7 +1,8 @@
 """Convolutions with a constant kernel, 1-, 2- and 3-dimensional, and their transposes.
 
 ``z = K ⋆ x + b`` for any stride, padding, dilation and groups. IBP (Gowal et al. 2018): ``z ∈ K ⋆ c + b ±
-|K| ⋆ r``, computed as ``(K/2) ⋆ (u + l) + b ± |K/2| ⋆ (u − l)`` (two passes fewer). CROWN: the transpose of the convolution carries ``A`` back (never unfolded), ``bias += Σ A·b``.
+|K| ⋆ r`` (``affine_interval``). CROWN: the transpose of the convolution carries ``A`` back (never unfolded),
+``bias += Σ A·b``.
 A transposed convolution is the transpose of a convolution, so its CROWN transpose is that convolution.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ir import Interval
-from .base import Rule, rule
+from .base import Rule, affine_interval, rule
 
 aten = torch.ops.aten
 _CONV = (None, F.conv1d, F.conv2d, F.conv3d)
@@ -70,11 +71,8 @@ class Conv(Rule):
         return _CONV[self.n](x, weight, bias, stride, padding, dilation, groups)
 
     def interval(self, x: Interval, weight, bias, stride, padding, dilation, groups, output_padding=None):
-        total, width = x.sum_width()
-        half = weight * 0.5
-        mid = _CONV[self.n](total, half, bias, stride, padding, dilation, groups)
-        rad = _CONV[self.n](width, half.abs(), None, stride, padding, dilation, groups)
-        return Interval(mid - rad, mid + rad)
+        return affine_interval(x, lambda t, w, b: _CONV[self.n](t, w, b, stride, padding, dilation, groups), weight,
+                               bias)
 
     def backward(self, A, x, weight, bias, stride, padding, dilation, groups, output_padding):
         batch, specs = A.shape[:2]
@@ -138,11 +136,8 @@ class ConvTranspose(Rule):
         return self._apply(x, weight, bias, stride, padding, dilation, groups, output_padding)
 
     def interval(self, x: Interval, weight, bias, stride, padding, dilation, groups, output_padding, in_size=None):
-        total, width = x.sum_width()
-        half = weight * 0.5
-        mid = self._apply(total, half, bias, stride, padding, dilation, groups, output_padding)
-        rad = self._apply(width, half.abs(), None, stride, padding, dilation, groups, output_padding)
-        return Interval(mid - rad, mid + rad)
+        return affine_interval(
+            x, lambda t, w, b: self._apply(t, w, b, stride, padding, dilation, groups, output_padding), weight, bias)
 
     def backward(self, A, x, weight, bias, stride, padding, dilation, groups, output_padding, in_size):
         batch, specs = A.shape[:2]
@@ -211,6 +206,9 @@ def _transpose_ways(A: Tensor, weight: Tensor, stride, padding, dilation, groups
     return ways
 
 
+ROUNDS = 5  # timed runs per way in ``_fastest``
+
+
 def _fastest(A: Tensor, weight: Tensor, grad: bool, *options) -> str:
     """The way that computes ``transpose_conv2d`` fastest for these shapes (forward, and backward if ``grad``), on
     stand-ins of ``A`` and ``weight``: after a warm-up each (a way slower than 3× the best warm-up is dropped), the
@@ -244,5 +242,3 @@ def _fastest(A: Tensor, weight: Tensor, grad: bool, *options) -> str:
             times[name].append(run(ways[name]))
     return min(kept, key=lambda name: sorted(times[name])[ROUNDS // 2])
 
-
-ROUNDS = 5  # timed runs per way in ``_fastest``

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ir import Interval, LinearBounds, PerExample
-from .base import Rule, method, rule, spec_sum
+from .base import Rule, affine_interval, method, rule, spec_sum
 from .structure import Structural
 
 aten = torch.ops.aten
@@ -42,11 +42,7 @@ class Linear(Rule):
         return F.linear(x, weight, bias)
 
     def interval(self, x: Interval, weight: Tensor, bias: Tensor | None) -> Interval:
-        total, width = x.sum_width()  # Wc ± |W|r as (W/2)(u + l) ± |W/2|(u − l): two passes fewer
-        half = weight * 0.5
-        mid = self.forward(total, half, bias)
-        rad = self.forward(width, half.abs(), None)
-        return Interval(mid - rad, mid + rad)
+        return affine_interval(x, self.forward, weight, bias)
 
     def backward(self, A: Tensor, x: None, weight: Tensor, bias: Tensor | None):
         return (torch.matmul(A, weight), None, None), (0 if bias is None else _matvec(A, bias))
