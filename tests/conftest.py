@@ -10,4 +10,6 @@ settings.register_profile("dev", max_examples=10, deadline=None,
 settings.register_profile("thorough", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Under pytest-xdist (the default, `-n auto` in pyproject.toml) each worker process takes one core: two workers with
+# one thread each ran the suite in 5.3 min on 2 cores where one process with two threads took 8.9 min.
+torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ else min(2, torch.get_num_threads()))
