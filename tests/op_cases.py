@@ -290,5 +290,5 @@ CASES = [
 ]
 
 # rules with no user spelling of their own, tested where the pass that makes them is
-INTERNAL = {"spec_weight", "spec_bias", "bn_fold_weight", "bn_fold_bias", "bn_batch_mean", "bn_batch_var", "call",
+INTERNAL = {"spec_linear", "bn_fold_weight", "bn_fold_bias", "bn_batch_mean", "bn_batch_var", "call",
             "argmax", "fused_cross_entropy"}  # the last: loss fusion's output (tests/ops/test_loss.py)

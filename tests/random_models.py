@@ -533,4 +533,6 @@ def random_case(c: Choices, families: Sequence[str] = FAMILIES, training: bool =
         outputs = model.eval()(x0).shape[1]
         model.train(training)
         C = torch.randn(batch, c.integer(1, 4), outputs, generator=g, dtype=dtype) * c.choice([1.0, 1.0, 1e3])
+        if c.boolean():  # one spec for the whole batch: the fused head's IBP groups the examples (spec_linear)
+            C = C[:1].repeat(batch, 1, 1)
     return Case(family, model, x0, perturbation, C)

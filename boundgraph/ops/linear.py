@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ir import Interval, LinearBounds, PerExample
-from .base import Rule, affine_interval, method, rule, spec_sum
+from .base import RULES, Rule, affine_interval, method, rule, spec_sum
 from .structure import Structural
 
 aten = torch.ops.aten
@@ -26,8 +26,9 @@ class Linear(Rule):
     """``z = x Wᵀ + b``.
 
     IBP (Gowal et al. 2018): with centre ``c`` and radius ``r`` of x, ``z ∈ Wc + b ± |W| r``.
-    CROWN (Zhang et al. 2018): ``A ← A W``, ``bias += A b``. ``W`` may be batched, ``(batch, out, in)``,
-    as it is once the specification ``C`` has been fused in (``spec_weight``).
+    CROWN (Zhang et al. 2018): ``A ← A W``, ``bias += A b``. ``W`` may be batched, ``(batch, out, in)``:
+    the specification ``C`` itself where no linear layer ends the model (``passes/spec.py``); with one,
+    ``spec_linear``.
     """
 
     def canonicalize(self, call):
@@ -42,7 +43,8 @@ class Linear(Rule):
         return F.linear(x, weight, bias)
 
     def interval(self, x: Interval, weight: Tensor, bias: Tensor | None) -> Interval:
-        return affine_interval(x, self.forward, weight, bias)
+        rows = x.lower.numel() // max(x.lower.shape[-1], 1)  # the output is rows x out, the weight out x in
+        return affine_interval(x, self.forward, weight, bias, halve_output=weight.dim() == 2 and rows < weight.shape[1])
 
     def backward(self, A: Tensor, x: None, weight: Tensor, bias: Tensor | None):
         return (torch.matmul(A, weight), None, None), (0 if bias is None else _matvec(A, bias))
@@ -58,25 +60,70 @@ class Linear(Rule):
         return LinearBounds(mid - rad, biases.lower, mid + rad, biases.upper)
 
 
-@rule("spec_weight")
-class SpecWeight(Rule):
-    """``C W``: the output specification fused into the last linear layer's weight
-    (Zhang et al. 2020, CROWN-IBP), ``(batch, specs, in)``; ``C`` itself when there is no layer."""
-
-    perturbable = ()
-
-    def forward(self, C: Tensor, weight: Tensor | None) -> Tensor:
-        return C if weight is None else torch.matmul(C, weight)
+SPEC_GROUPS = 32  # the most distinct specifications (label classes) for which IBP of the fused head is grouped
 
 
-@rule("spec_bias")
-class SpecBias(Rule):
-    """``C b``, the fused bias: ``(batch, specs)``."""
+@rule("spec_linear")
+class SpecLinear(Rule):
+    """``z = C(Wx + b)``: the output specification ``C`` (``(batch, specs, out)``) fused into the last linear
+    layer (Zhang et al. 2020, CROWN-IBP): IBP bounds ``(CW)x`` rather than ``C`` times the bounds of ``Wx``.
 
-    perturbable = ()
+    IBP: ``C(Wc + b) ± |CW| r``. The radius needs ``|C_i W|`` for every example ``i``; examples whose ``C_i``
+    is the same (a margin specification has one per label) share it, so with ``K`` distinct ones it is
+    ``K`` matrices ``|C_k W|`` and one matrix product ``r · [|C_1 W|; …; |C_K W|]ᵀ`` read at each example's own
+    ``k`` (at (128, 9, 256): 1.0 ms forward + backward, against 2.2–2.6 ms for the ``(batch, specs, in)``
+    products of the batched weight ``C W``, kept for ``K > SPEC_GROUPS`` or ``2K > batch``). CROWN: ``A ← (A C) W``,
+    ``bias += (A C) b``. LBP: the batched weight ``C W`` as one more linear layer."""
 
-    def forward(self, C: Tensor, bias: Tensor) -> Tensor:
-        return torch.matmul(C, bias)
+    def forward(self, x: Tensor, C: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return torch.matmul(C, F.linear(x, weight, bias).unsqueeze(-1)).squeeze(-1)
+
+    def interval(self, x: Interval, C: Tensor, weight: Tensor, bias: Tensor | None) -> Interval:
+        total, width = x.sum_width()
+        centre = F.linear(total, weight) * 0.5
+        if bias is not None:
+            centre = centre + bias
+        mid = torch.matmul(C, centre.unsqueeze(-1)).squeeze(-1)
+        rad = self._radius(width, C * 0.5, weight)
+        return Interval(mid - rad, mid + rad)
+
+    @staticmethod
+    def _radius(width: Tensor, C: Tensor, weight: Tensor) -> Tensor:
+        """``|C_i W| w_i`` for every example ``i`` (``(batch, specs)``), by groups of equal ``C_i``."""
+        batch, specs = C.shape[:2]
+        grouped = None  # not under compile (the groups' number is data-dependent), nor where C needs its gradient
+        if batch > 1 and not C.requires_grad and not torch.compiler.is_compiling():
+            grouped = _groups(C.reshape(batch, -1))
+        if grouped is not None:
+            first, which = grouped
+            each = torch.matmul(C[first], weight).abs()  # (K, specs, in)
+            rad = F.linear(width, each.flatten(0, 1)).view(batch, -1, specs)  # (batch, K, specs)
+            return rad[torch.arange(batch, device=C.device), which]
+        return RULES["linear"].forward(width, torch.matmul(C, weight).abs(), None)
+
+    def backward(self, A: Tensor, x: None, C: Tensor, weight: Tensor, bias: Tensor | None):
+        AC = torch.matmul(A, C)  # (batch, rows, out)
+        return (torch.matmul(AC, weight), None, None, None), (0 if bias is None else _matvec(AC, bias))
+
+    def forward_linear(self, x: LinearBounds, C, weight: Tensor, bias: Tensor | None) -> LinearBounds:
+        C = C.value if isinstance(C, PerExample) else C
+        return RULES["linear"].forward_linear(x, PerExample(torch.matmul(C, weight)),
+                                              None if bias is None else PerExample(torch.matmul(C, bias)))
+
+
+def _groups(rows: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Examples with equal rows: one example of each of the ``K`` groups and each example's group, or None
+    where ``K > SPEC_GROUPS`` or ``2K > batch``. Grouped by a hash (one product and a 1-d ``unique``: 0.15 ms
+    at (128, 90) here, ``unique(dim=0)`` 0.24 ms), then checked exactly: a collision or a NaN gives None."""
+    batch = rows.shape[0]
+    key = torch.mv(rows.double(), torch.linspace(1.0, 2.0, rows.shape[1], dtype=torch.float64,
+                                                 device=rows.device).sqrt())
+    keys, which = torch.unique(key, return_inverse=True)
+    if keys.shape[0] > SPEC_GROUPS or 2 * keys.shape[0] > batch:
+        return None
+    first = torch.zeros(keys.shape[0], dtype=torch.long, device=rows.device).scatter_(
+        0, which, torch.arange(batch, device=rows.device))
+    return (first, which) if bool((rows[first][which] == rows).all()) else None
 
 
 _MATMUL = (torch.matmul, operator.matmul, method("matmul"), torch.bmm, method("bmm"), torch.mm, method("mm"),

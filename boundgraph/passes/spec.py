@@ -1,5 +1,5 @@
 """Passes: append the output specification ``C`` (``(batch, specs, outputs)``) to the graph, fused into
-the last linear layer when there is one: ``C(Wx + b) = (CW)x + Cb`` (Zhang et al. 2020). IBP through
+the last linear layer when there is one: ``C(Wx + b) = (CW)x + Cb`` (Zhang et al. 2020; ``spec_linear``). IBP through
 the fused layer is tighter than IBP followed by ``C``, and CROWN starts one layer earlier. ``fuse_loss`` then
 appends the cross entropy of those margins (loss fusion, ``boundgraph/ops/loss.py``)."""
 from __future__ import annotations
@@ -20,12 +20,8 @@ def fuse_spec(graph: BoundGraph) -> BoundGraph:
                and (last.operands[2] is None or isinstance(last.operands[2], Ref)))
     if fusable:
         x, weight, bias = last.operands
-        w = out.add(Node(out.fresh_name("spec_weight"), "spec_weight", (Ref(spec.name), weight), source=last.source))
-        b = None
-        if bias is not None:
-            b = Ref(out.add(Node(out.fresh_name("spec_bias"), "spec_bias", (Ref(spec.name), bias))).name)
-        head = Node(out.fresh_name(f"{last.name}_spec"), "linear", (x, Ref(w.name), b), {}, last.source,
-                    None, last.perturbed)
+        head = Node(out.fresh_name(f"{last.name}_spec"), "spec_linear", (x, Ref(spec.name), weight, bias), {},
+                    last.source, None, last.perturbed)
     else:
         x = Ref(last.name)
         if last.shape is not None and len(last.shape) != 2:

@@ -35,15 +35,37 @@ def test_linear_backward_is_the_transpose(seed, with_bias):
     assert_adjoint(RULES["linear"], x, (W, b if with_bias else None), {}, seed=seed)
 
 
-def test_batched_spec_weight_linear_is_the_transpose():
+def test_the_fused_specification_layer_is_c_times_the_layer_and_its_backward_the_transpose():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, generator=g, dtype=DTYPE)
     C = torch.randn(2, 5, 3, generator=g, dtype=DTYPE)
     W, b = torch.randn(3, 4, generator=g, dtype=DTYPE), torch.randn(3, generator=g, dtype=DTYPE)
-    weight, bias = RULES["spec_weight"].forward(C, W), RULES["spec_bias"].forward(C, b)
-    torch.testing.assert_close(RULES["linear"].forward(x, weight, bias),
+    torch.testing.assert_close(RULES["spec_linear"].forward(x, C, W, b),
                                torch.einsum("bso,bo->bs", C, F.linear(x, W, b)))
-    assert_adjoint(RULES["linear"], x, (weight, bias), {})
+    assert_adjoint(RULES["spec_linear"], x, (C, W, b), {})
+
+
+@given(st.integers(1, 40), st.integers(1, 4), st.booleans(), st.integers(0, 2**16))
+def test_the_fused_specifications_ibp_is_exact_whether_examples_share_their_c_or_not(batch, classes, shared, seed):
+    """IBP of ``C(Wx + b)`` over a box is exact, ``C(Wc + b) ± |CW| r``, whether examples with equal ``C`` are
+    grouped (a margin specification: one per label) or each has its own ``C``; the bounds are attained."""
+    from boundgraph import margin_spec
+    from boundgraph.ir import Interval
+
+    g = torch.Generator().manual_seed(seed)
+    classes += 1
+    d = 6
+    W, b = torch.randn(classes, d, generator=g, dtype=DTYPE), torch.randn(classes, generator=g, dtype=DTYPE)
+    y = torch.randint(0, classes, (batch,), generator=g)
+    C = margin_spec(y, classes, DTYPE) if shared else torch.randn(batch, classes - 1, classes, generator=g, dtype=DTYPE)
+    lower = torch.randn(batch, d, generator=g, dtype=DTYPE)
+    upper = lower + torch.rand(batch, d, generator=g, dtype=DTYPE)
+    bounds = RULES["spec_linear"].interval(Interval(lower, upper), C, W, b)
+    weight = torch.matmul(C, W)  # (batch, specs, d): each row's worst corner is where its signs say
+    worst_low = torch.where(weight > 0, lower.unsqueeze(1), upper.unsqueeze(1))
+    worst_high = torch.where(weight > 0, upper.unsqueeze(1), lower.unsqueeze(1))
+    torch.testing.assert_close(bounds.lower, (weight * worst_low).sum(-1) + torch.matmul(C, b), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(bounds.upper, (weight * worst_high).sum(-1) + torch.matmul(C, b), rtol=1e-9, atol=1e-9)
 
 
 def test_functional_linear_with_parameter_views_is_sound():
