@@ -16,6 +16,11 @@ except ImportError as error:
 from boundgraph import BoundedModule, LinfBall  # noqa: E402
 
 
+class Sign(nn.Module):
+    def forward(self, x):
+        return torch.sign(x)
+
+
 def models():
     torch.manual_seed(0)
     return {
@@ -27,6 +32,9 @@ def models():
                                 nn.PReLU(init=-0.3), nn.Linear(6, 3)), (1, 6, 6)),
         "bn-pool": (nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
                                   nn.Flatten(), nn.Linear(4 * 3 * 3, 3)), (2, 6, 6)),
+        # SiLU is exported as x * sigmoid(x): it loads as SiLU again; ONNX's Sign is the sign rule's
+        "swish-sign": (nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.SiLU(), nn.Linear(8, 8), Sign(), nn.Linear(8, 3)),
+                       (1, 4, 4)),
     }
 
 

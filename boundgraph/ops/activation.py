@@ -537,6 +537,25 @@ class Abs(Elementwise):
         return (0.0,), (0, 0)
 
 
+@rule("sign", spellings=(torch.sign, method("sign"), aten.sign.default, torch.sgn, method("sgn"), aten.sgn.default))
+class Sign(Elementwise):
+    """``sign(z)``: −1 below 0, 0 at 0, 1 above: two constant pieces and a jump at 0 (``limits`` −1 and 1), so
+    the machine's lines across 0 are the chord's slope ``2/(u − l)`` with intercepts ``−1`` and ``1``, and its
+    IBP ``[sign(l), sign(u)]``. No Lipschitz constant (GloRo refuses it)."""
+
+    def function(self, z):
+        return torch.sign(z)
+
+    def derivative(self, z):
+        return torch.zeros_like(z)
+
+    def pieces(self):
+        return (0.0,), (0, 0)
+
+    def limits(self, point):
+        return -1.0, 1.0
+
+
 @rule("exp", spellings=(torch.exp, method("exp"), aten.exp.default))
 class Exp(Elementwise):
     """``e^z``: convex; ``σ' = k`` at ``log k``. No Lipschitz constant."""

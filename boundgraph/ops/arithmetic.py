@@ -92,12 +92,17 @@ class Mul(Rule):
 
     def expand(self, node, perturbed, build):
         """Both operands perturbed: the bilinear rule's product (``boundgraph/ops/bilinear.py``); ``x * x`` the
-        convex square, tighter than the planes."""
+        convex square and ``x * sigmoid(x)`` SiLU (Swish, as EfficientNet and ONNX exports spell it), one
+        activation of one operand, tighter than the planes."""
         if len(perturbed) != 2 or not all(perturbed):
             return None
         a, b = node.operands
         if a == b:
             return build.finish("pow", (a,), dict(exponent=2.0))
+        for x, gate in ((a, b), (b, a)):
+            gate_node = build.source(gate)
+            if gate_node is not None and gate_node.op == "sigmoid" and tuple(gate_node.operands) == (x,):
+                return build.finish("silu", (x,))
         return build.finish("product", (a, b))
 
     def specialize(self, attrs, operand_shapes, out_shape):

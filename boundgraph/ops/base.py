@@ -184,17 +184,23 @@ class Rule:
 class Expansion:
     """Builds the nodes a rule's ``expand`` returns: ``add`` one (perturbed, from the node's source and module;
     its shape found by running its rule on zeros, its attributes specialised), ``finish`` with the node's own
-    name; ``shape(operand)`` is an operand's shape (batch first), None for a literal."""
+    name; ``shape(operand)`` is an operand's shape (batch first), None for a literal; ``source(operand)`` the
+    node that computes it (None for a literal or a node made by this expansion)."""
 
     def __init__(self, node: Any, shape_of: Callable[[Ref], Optional[tuple]], fresh: Callable[[str], str],
-                 perturbed_of: Callable[[Ref], bool] = lambda ref: False) -> None:
+                 perturbed_of: Callable[[Ref], bool] = lambda ref: False,
+                 node_of: Callable[[Ref], Any] = lambda ref: None) -> None:
         self.node, self.shape_of, self.fresh, self.perturbed_of = node, shape_of, fresh, perturbed_of
+        self.node_of = node_of
         self.nodes: list = []
         self.shapes: dict[str, tuple] = {}
         self.perturbed: dict[str, bool] = {}
 
     def is_perturbed(self, ref: Ref) -> bool:
         return self.perturbed[ref.name] if ref.name in self.perturbed else self.perturbed_of(ref)
+
+    def source(self, operand: Any) -> Any:
+        return self.node_of(operand) if isinstance(operand, Ref) and operand.name not in self.shapes else None
 
     def shape(self, operand: Any) -> Optional[tuple]:
         if not isinstance(operand, Ref):
@@ -395,14 +401,22 @@ def _scale_pair(coef: Tensor, bias: Tensor, other_coef: Tensor, other_bias: Tens
 
 
 def affine_interval(x: Interval, apply: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor], weight: Tensor,
-                    bias: Optional[Tensor]) -> Interval:
+                    bias: Optional[Tensor], halve_output: bool = False) -> Interval:
     """IBP of an affine map ``apply(x, weight, bias)`` linear in ``weight`` (Gowal et al. 2018): ``Wc + b ± |W|r``,
     computed as ``(W/2)(u + l) + b ± |W/2|(u − l)`` (halving is exact in binary floating point; two passes and
-    their backward fewer than forming the centre and radius)."""
+    their backward fewer than forming the centre and radius), or with ``halve_output`` as
+    ``(W(u + l))/2 + b ± (|W|(u − l))/2``: the ½ on the map's output where it is smaller than the weight (a
+    linear layer's batch rows fewer than its inputs)."""
     total, width = x.sum_width()
-    half = weight * 0.5
-    mid = apply(total, half, bias)
-    rad = apply(width, half.abs(), None)
+    if halve_output:
+        mid = apply(total, weight, None) * 0.5
+        if bias is not None:
+            mid = mid + bias
+        rad = apply(width, weight.abs(), None) * 0.5
+    else:
+        half = weight * 0.5
+        mid = apply(total, half, bias)
+        rad = apply(width, half.abs(), None)
     return Interval(mid - rad, mid + rad)
 
 

@@ -7,11 +7,13 @@ from ..errors import UnsupportedOpError
 from ..ir import SOURCE_KINDS, BoundGraph, Ref
 from ..ops import RULES, Rule
 from ..ops.base import Expansion
+from .dead_code import eliminate_dead_nodes
 
 
 def expand_perturbed(graph: BoundGraph) -> BoundGraph:
     """Rewrite each node whose rule computes it another way for the operands this program perturbs
-    (``Rule.expand``: ``x * y``, ``x / y``, ``x @ y`` of two perturbed tensors become the bilinear rule's)."""
+    (``Rule.expand``: ``x * y``, ``x / y``, ``x @ y`` of two perturbed tensors become the bilinear rule's,
+    ``x * sigmoid(x)`` SiLU)."""
     out = BoundGraph(output=graph.output)
     taken = set(graph.nodes)
 
@@ -25,11 +27,12 @@ def expand_perturbed(graph: BoundGraph) -> BoundGraph:
     for node in graph.copy():
         rule = RULES.get(node.op)
         flags = tuple(isinstance(o, Ref) and graph[o.name].perturbed for o in node.operands)
-        build = Expansion(node, lambda ref: out[ref.name].shape, fresh, lambda ref: out[ref.name].perturbed)
+        build = Expansion(node, lambda ref: out[ref.name].shape, fresh, lambda ref: out[ref.name].perturbed,
+                          lambda ref: out.nodes.get(ref.name))
         replacement = rule.expand(node, flags, build) if rule is not None and node.perturbed else None
         for new in replacement or [node]:
             out.nodes[new.name] = new
-    return out
+    return eliminate_dead_nodes(out)  # what a rewrite left unused (x * sigmoid(x)'s sigmoid, once it is SiLU)
 
 
 def attach_rules(graph: BoundGraph) -> dict[str, Rule]:

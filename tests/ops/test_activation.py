@@ -273,6 +273,7 @@ SPELLINGS_OF = {
     "hardswish": [nn.Hardswish(), F.hardswish],
     "hardsigmoid": [nn.Hardsigmoid(), F.hardsigmoid],
     "abs": [torch.abs, lambda t: t.abs()],
+    "sign": [torch.sign, lambda t: t.sign(), torch.sgn],
     "exp": [torch.exp, lambda t: t.exp()],
 }
 

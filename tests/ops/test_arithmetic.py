@@ -80,3 +80,22 @@ def test_a_product_of_two_perturbed_tensors_becomes_the_bilinear_rule_only_where
     assert "product" not in {n.op for n in both.program("crown", perturbed=[0]).graph}  # y constant: linear
     lower, upper = both.bounds((x, x + 1), (LinfBall(0.1), None), "crown")
     assert ((lower <= x * (x + 1) + 1e-12) & (upper >= x * (x + 1) - 1e-12)).all()
+
+
+def test_x_times_its_own_sigmoid_is_silu_with_silus_bounds_and_a_sigmoid_of_another_tensor_is_a_product():
+    """``x * sigmoid(x)`` (either order; Swish as EfficientNet and ONNX exports write it) becomes SiLU's rule, so
+    every method gives ``nn.SiLU``'s bounds; ``x * sigmoid(y)`` stays the bilinear product."""
+    torch.manual_seed(0)
+    first, last = nn.Linear(3, 4).to(DTYPE), nn.Linear(4, 2).to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    silu = BoundedModule(Chain([first, nn.SiLU(), last]), x)
+    for spelled in (lambda t: t * torch.sigmoid(t), lambda t: t.sigmoid() * t):
+        swish = BoundedModule(Chain([first, spelled, last]), x)
+        ops = {n.op for n in swish.program("crown").graph}
+        assert "silu" in ops and "product" not in ops and "sigmoid" not in ops
+        for method in ("ibp", "crown-ibp", "crown", "lbp"):
+            expected, found = silu.bounds(x, LinfBall(0.3), method), swish.bounds(x, LinfBall(0.3), method)
+            torch.testing.assert_close(found.lower, expected.lower, rtol=0, atol=0)
+            torch.testing.assert_close(found.upper, expected.upper, rtol=0, atol=0)
+    other = BoundedModule(Chain([first, lambda t: t * torch.sigmoid(t.flip(-1))]), x)
+    assert "product" in {n.op for n in other.program("crown").graph}
