@@ -201,9 +201,21 @@ class _Resize(nn.Module):
         return F.interpolate(x, size=self.size, mode=self.mode, align_corners=self.align_corners)
 
 
+class _Power(nn.Module):
+    """``x ** exponent`` for a constant number (ONNX's ``Pow`` by a one-element initializer)."""
+
+    def __init__(self, exponent: float) -> None:
+        super().__init__()
+        self.exponent = exponent
+
+    def forward(self, x: Any) -> Any:
+        return x ** self.exponent
+
+
 def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
     """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad`` and ``Resize`` modules whose shape
-    operands are constants (initializers) replaced by plain torch modules with those constants built in.
+    operands are constants (initializers), and ``Pow`` by a one-element constant, replaced by plain torch modules
+    with those constants built in.
     onnx2torch's own take them as tensors at run time (``split.tolist()``, loops over ``starts``), which no
     symbolic trace can follow; with the constants in the module, ``BoundedModule`` traces the graph like any
     other. An operand counts as constant when it depends on initializers and ``Shape`` only (the exporter
@@ -213,7 +225,8 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
     an error."""
     import torch
     from torch.fx.passes.shape_prop import ShapeProp
-    from onnx2torch.node_converters import pad as onnx_pad, reshape as onnx_reshape, resize as onnx_resize
+    from onnx2torch.node_converters import pad as onnx_pad, pow as onnx_pow, reshape as onnx_reshape
+    from onnx2torch.node_converters import resize as onnx_resize
     from onnx2torch.node_converters import slice as onnx_slice
     from onnx2torch.node_converters import split as onnx_split
 
@@ -285,6 +298,9 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             while len(pads) >= 2 and pads[-2:] == [0, 0]:
                 pads = pads[:-2]  # torch's order ends with the leading (batch, channel) dimensions' pads
             replacement = _Pad(pads, target.mode, value)
+        elif isinstance(target, onnx_pow.OnnxPow) and operands and isinstance(operands[0], torch.Tensor) \
+                and operands[0].numel() == 1:
+            replacement = _Power(float(operands[0]))
         if replacement is None:
             continue
         name = f"{node.target}_constant"

@@ -143,10 +143,11 @@ def test_an_acas_style_graph_of_matmuls_by_constants_bounds_soundly_and_runs_as_
 
 @pytest.mark.filterwarnings("ignore:For linear and cubic interpolation")  # onnx2torch's caveat; the outputs are checked
 @pytest.mark.filterwarnings("ignore:Constant folding")  # torch's exporter, on the reflection pads' reversed slices
-@pytest.mark.parametrize("name", ["shufflenet", "unet", "unet_transposed", "style_transfer", "resnet"])
+@pytest.mark.parametrize("name", ["shufflenet", "unet", "unet_transposed", "style_transfer", "resnet", "efficientnet"])
 def test_families_whose_export_computes_shapes_load_with_the_originals_outputs_and_bounds(tmp_path, name):
     """The exporter writes channel shuffles, skip-connection crops, pads and upsampling with shapes computed from
-    the input's ``Shape``: ``load`` builds those constants in (``_with_constant_operands``), at any batch."""
+    the input's ``Shape``: ``load`` builds those constants in (``_with_constant_operands``), at any batch.
+    EfficientNet's SiLU is exported as ``x * sigmoid(x)``: it bounds as SiLU again (the same IBP bounds)."""
     from tests.families import build
 
     model, x = build(name, dtype=torch.float32)
@@ -158,3 +159,23 @@ def test_families_whose_export_computes_shapes_load_with_the_originals_outputs_a
         ptb = LinfBall(0.01)
         ours, original = BoundedModule(loaded, x).bounds(x, ptb, "ibp"), BoundedModule(model, x).bounds(x, ptb, "ibp")
     torch.testing.assert_close(tuple(ours), tuple(original), rtol=1e-3, atol=1e-4)
+
+
+def test_convnext_exported_with_erf_and_a_power_by_a_constant_loads_and_bounds_soundly(tmp_path):
+    """ConvNeXt's block as the exporter writes it: GELU as ``x·(1 + erf(x/√2))/2`` (the ``erf`` rule, then the
+    bilinear product) and its channels-first layer norm as ``Pow`` by a constant 2 (built in as ``x ** 2``): the
+    loaded model gives the original's outputs, and its bounds (looser than the torch model's fused rules) hold."""
+    from tests.helpers import assert_sound
+    from tests.sequence_models import build
+
+    model, (x,) = build("convnext", dtype=torch.float32)
+    torch.onnx.export(model.eval(), (x[:1],), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    loaded = load(tmp_path / "m.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-5)
+    loaded = loaded.double()
+    bm = BoundedModule(loaded, x.double())
+    assert {"erf", "pow"} <= {n.op for n in bm.graph}
+    for method in ("ibp", "crown"):
+        assert_sound(bm, x.double(), LinfBall(0.01), method, n=8)

@@ -295,6 +295,28 @@ class Sigmoid(Elementwise):
         return torch.logit((1 - root) / 2 if curvature > 0 else (1 + root) / 2)
 
 
+@rule("erf", spellings=(torch.erf, method("erf"), aten.erf.default, torch.special.erf))
+class Erf(Elementwise):
+    """The error function (GELU's exact form, as ONNX exports it: ``x·(1 + erf(x/√2))/2``): convex below 0,
+    concave above; ``erf' = (2/√π)·e^{−z²}``, so ``σ' = k`` at ``z = ∓√(−log(k√π/2))``."""
+
+    lipschitz = 2 / math.sqrt(math.pi)
+
+    def function(self, z):
+        return torch.erf(z)
+
+    def derivative(self, z):
+        return (2 / math.sqrt(math.pi)) * torch.exp(-z * z)
+
+    def pieces(self):
+        return (0.0,), (1, -1)
+
+    def stationary(self, k, a, b, curvature):
+        ratio = (k * (math.sqrt(math.pi) / 2)).clamp(min=torch.finfo(k.dtype).tiny, max=1.0)
+        root = torch.sqrt(-torch.log(ratio))
+        return -root if curvature > 0 else root
+
+
 @rule("tanh", spellings=(nn.Tanh, torch.tanh, F.tanh, method("tanh"), aten.tanh.default))
 class Tanh(Elementwise):
     """``tanh``: convex below 0, concave above; ``tanh' = 1 − tanh²``, so ``σ' = k`` at ``tanh = ∓√(1 − k)``."""

@@ -274,6 +274,7 @@ SPELLINGS_OF = {
     "hardsigmoid": [nn.Hardsigmoid(), F.hardsigmoid],
     "abs": [torch.abs, lambda t: t.abs()],
     "sign": [torch.sign, lambda t: t.sign(), torch.sgn],
+    "erf": [torch.erf, torch.special.erf, lambda t: t.erf()],
     "exp": [torch.exp, lambda t: t.exp()],
 }
 
