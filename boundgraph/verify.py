@@ -222,6 +222,8 @@ def main(argv=None) -> Verdict:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=64, help="sub-boxes bounded together (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the VNN-COMP result file here")
+    parser.add_argument("--method", choices=("crown", "alpha-crown"), default="crown",
+                        help="the sub-boxes' bound (default: %(default)s; alpha-crown: 20 iterations per call)")
     args = parser.parse_args(argv)
     model, inputs = load_model(args.model)
     cases = read(args.property)
@@ -232,7 +234,7 @@ def main(argv=None) -> Verdict:
             outputs = model(cases[0].lower.to(next(model.parameters()).dtype).unsqueeze(0)).shape[-1]
         if cases[0].C.shape[1] != outputs:
             raise SystemExit(f"{args.property} declares {cases[0].C.shape[1]} outputs, {args.model} has {outputs}")
-    verdict = decide(model, cases, args.timeout, args.batch)
+    verdict = decide(model, cases, args.timeout, args.batch, args.method)
     text = verdict.vnncomp()
     sys.stdout.write(text)
     if args.out:
