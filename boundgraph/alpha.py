@@ -89,7 +89,7 @@ def optimized_bounds(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor
     CROWN program (perturbed inputs, batch statistics, bounds asked for). Runs with gradients on, also
     under ``torch.no_grad()`` or ``torch.inference_mode()``; the result carries no gradient.
 
-    Chunks: on a CPU the examples are optimised ``CROWN_EXAMPLES_CPU`` at a time, as full CROWN runs there
+    Chunks: on a CPU the examples are optimised ``bm.crown_examples_cpu()`` at a time, as full CROWN runs there
     (``bounded_module``; 16 DM-small images, 5 iterations, one thread: 73 s as one batch, 8.5 s one by one,
     peak memory 2.9 vs 0.5 GiB). Elsewhere, what an iteration keeps (the sweeps' coefficients saved for the
     backward pass, the slopes, their gradients and Adam's moments) grows with the batch, so the examples are
@@ -107,9 +107,7 @@ def optimized_bounds(bm, inputs: tuple, perturbations: tuple, C: Optional[Tensor
         inputs, C, perturbations = _outside_inference((inputs, C, perturbations))
         chunk = batch
         if batch > 1 and not options.get("batch_statistics"):
-            from .bounded_module import CROWN_EXAMPLES_CPU
-
-            chunk = CROWN_EXAMPLES_CPU if inputs[0].device.type == "cpu" else batch
+            chunk = bm.crown_examples_cpu() if inputs[0].device.type == "cpu" else batch
             if chunk > 1:
                 per_example = _bytes_per_example(bm, inputs, perturbations, C, crown)
                 chunk = max(1, min(chunk, ALPHA_BUDGET_SWEEPS * emit.SWEEP_BUDGET_BYTES // max(per_example, 1)))

@@ -25,11 +25,15 @@ _BATCH_NORM = nn.modules.batchnorm._BatchNorm
 _UNKNOWN = object()
 
 
-# Examples per full-CROWN pass on a CPU. A refining sweep bounds, for every example, as many rows as the example
-# with the most unstable neurons has, so batches pay for their worst example; measured on one thread (64 images,
-# per call): DM-small (Fashion-MNIST, IBP-trained, ε 0.1) 7.3 s in one batch, 2.7 s in fours, 1.1 s one at a
-# time; a random 784-256-256-256-10 MLP (ε 0.01) 0.79 s, 0.42 s, 0.46 s.
-CROWN_EXAMPLES_CPU = 1
+# Examples per full-CROWN pass on a CPU: as many as keep one example's largest coefficient matrix (2n rows of the
+# widest node, times the widest node) times the chunk within CROWN_CPU_ELEMENTS, at least one. A refining sweep
+# bounds, for every example, as many rows as the example with the most unstable neurons has, so a batch of large
+# examples pays for its worst one; measured on one thread (64 images, per call): DM-small (Fashion-MNIST,
+# IBP-trained, ε 0.1) 7.3 s in one batch, 2.7 s in fours, 1.1 s one at a time (here: 1 at a time); a random
+# 784-256-256-256-10 MLP (ε 0.01) 0.79 s, 0.42 s, 0.46 s (here: 1). Small networks lose to the per-pass overhead
+# instead: branch and bound on VerticalCAS (4 inputs, 6 x 45 ReLUs), 64 boxes per call, bounded 13,444 boxes in
+# 60 s one at a time and 121,924 in one batch (here: 64).
+CROWN_CPU_ELEMENTS = 2**21
 
 
 def _concatenated(parts: list) -> Any:
@@ -251,17 +255,23 @@ class BoundedModule(nn.Module):
             ibp = self.program("ibp", **options)(self.core, inputs, perturbations, C)
         return Interval(*(None if t is None else beta * t + (1 - beta) * i for t, i in zip(tight, ibp)))
 
+    def crown_examples_cpu(self) -> int:
+        """Examples per full-CROWN (and α-CROWN) pass on a CPU (``CROWN_CPU_ELEMENTS``)."""
+        widest = max((math.prod(n.shape[1:]) for n in self.graph
+                      if n.shape is not None and n.op not in ("param", "constant")), default=1)
+        return max(1, CROWN_CPU_ELEMENTS // (2 * widest * widest))
+
     def _run(self, program: BoundProgram, method: str, inputs: tuple, perturbations: tuple, C: Optional[Tensor]):
-        """``program`` on the inputs; full CROWN on a CPU one chunk of ``CROWN_EXAMPLES_CPU`` examples at a time
-        (each example's bounds are its own, unless batch norm runs on batch statistics: then the whole batch)."""
+        """``program`` on the inputs; full CROWN on a CPU ``crown_examples_cpu()`` examples at a time (each
+        example's bounds are its own, unless batch norm runs on batch statistics: then the whole batch)."""
         batch = inputs[0].shape[0]
-        if (method != "crown" or inputs[0].device.type != "cpu" or batch <= CROWN_EXAMPLES_CPU
-                or self.training_norms()):
+        chunk = self.crown_examples_cpu() if method == "crown" and inputs[0].device.type == "cpu" else batch
+        if batch <= chunk or self.training_norms():
             return program(self.core, inputs, perturbations, C)
         from .alpha import _examples
 
         parts = [program(self.core, *_examples(inputs, perturbations, C, index))
-                 for index in torch.arange(batch).split(CROWN_EXAMPLES_CPU)]
+                 for index in torch.arange(batch).split(chunk)]
         return _concatenated(parts)
 
     def deviations(self, x: Inputs, perturbation: Perturbations, C: Optional[Tensor] = None) -> Interval:

@@ -128,7 +128,7 @@ def test_alpha_crown_optimises_examples_in_chunks_that_fit_the_budget_with_the_s
     whole = bm.bounds(x, ptb, "alpha-crown", C, iterations=5)
     import boundgraph.bounded_module as bounded_module
 
-    monkeypatch.setattr(bounded_module, "CROWN_EXAMPLES_CPU", 6)  # chunks by memory, as on a GPU
+    monkeypatch.setattr(bounded_module, "CROWN_CPU_ELEMENTS", 10**12)  # chunks by memory alone, as on a GPU
     sizes = []
     real_chunk = alpha_module._optimized_chunk
     monkeypatch.setattr(alpha_module, "_optimized_chunk",
