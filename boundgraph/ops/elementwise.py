@@ -11,9 +11,9 @@ On a convex piece the chord itself is the upper line and the parallel tangent th
 the reverse; across an inflection point both are parallel tangents. IBP is the same computation with k = 0
 (so non-monotone σ such as GELU get their true range).
 
-The extremes are exact at the interval's ends and at breakpoints inside it, from both sides (which covers
-linear pieces, kinks and jumps). Inside a concave piece ``[a, b]`` (for the maximum; a convex one for the minimum) the
-extreme is bounded by the tangent of ``h(z) = σ(z) − kz`` at a point ``z0`` where ``σ'(z0) ≈ k``:
+The extremes are exact at the interval's ends and at breakpoints inside it or at its ends, from each side that
+meets the interval (which covers linear pieces, kinks and jumps: ``sign`` on ``[0, u]`` is 1 just right of 0).
+Inside a concave piece ``[a, b]`` (for the maximum; a convex one for the minimum) the extreme is bounded by the tangent of ``h(z) = σ(z) − kz`` at a point ``z0`` where ``σ'(z0) ≈ k``:
 ``h(z) ≤ h(z0) + h'(z0)(z − z0)`` holds on ``[a, b]`` for *any* ``z0`` of a concave piece, so an inexact
 ``z0`` (from bisection) costs tightness, never soundness.
 """
@@ -111,10 +111,10 @@ class Elementwise(Nonlinear):
 
         best = pick(h(lower), h(upper))
         breakpoints, curvatures = self.pieces(**attrs)
-        for point in breakpoints:  # both one-sided limits: σ may jump there
-            inside = (lower < point) & (point < upper)
-            for limit in self.limits(point, **attrs):
-                best = torch.where(inside, pick(best, limit - k * point), best)
+        for point in breakpoints:  # both one-sided limits: σ may jump there (also at an end: sign on [0, u])
+            from_left, from_right = self.limits(point, **attrs)
+            best = torch.where((lower < point) & (point <= upper), pick(best, from_left - k * point), best)
+            best = torch.where((lower <= point) & (point < upper), pick(best, from_right - k * point), best)
         edges = (-math.inf,) + tuple(breakpoints) + (math.inf,)
         wanted = -1 if maximize else 1  # a maximum inside a piece needs concavity, a minimum convexity
         for start, end, curvature in zip(edges[:-1], edges[1:], curvatures):

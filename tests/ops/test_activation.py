@@ -206,6 +206,28 @@ def test_lines_and_intervals_enclose_the_activation_on_a_dense_grid(name, attrs)
 
 
 @pytest.mark.parametrize("name, attrs", CASES, ids=[f"{n}{a or ''}" for n, a in CASES])
+def test_lines_and_intervals_hold_on_intervals_that_end_at_a_breakpoint(name, attrs):
+    """An interval that starts or ends exactly at a breakpoint meets only one side of it: that side's limit
+    counts (``sign`` on ``[0, u]`` is 1 just right of 0; found by ``benchmarks/fuzz.py``, a bias-free layer)."""
+    rule = RULES[name]
+    breakpoints = [p for p in rule.pieces(**attrs)[0] if name not in DOMAIN or p > DOMAIN[name][0]]
+    if not breakpoints:
+        return
+    widths = torch.tensor([1e-9, 1e-3, 0.5, 3.0], dtype=DTYPE)
+    lower = torch.cat([torch.full_like(widths, p) for p in breakpoints] + [p - widths for p in breakpoints])
+    upper = torch.cat([p + widths for p in breakpoints] + [torch.full_like(widths, p) for p in breakpoints])
+    lines = rule.lines(lower, upper, "adaptive", **attrs)
+    interval = rule.interval(Interval(lower, upper), **attrs)
+    for t in torch.cat([torch.linspace(0, 1, 401, dtype=DTYPE), torch.tensor([1e-7, 1 - 1e-7], dtype=DTYPE)]):
+        z = lower + t * (upper - lower)
+        value = rule.forward(z, **attrs)
+        slack = 1e-9 * (1 + value.abs() + (lines.upper_slope * z).abs())
+        assert (lines.lower_slope * z + lines.lower_bias <= value + slack).all(), f"{name} lower line at t={t}"
+        assert (lines.upper_slope * z + lines.upper_bias >= value - slack).all(), f"{name} upper line at t={t}"
+        assert (interval.lower <= value + slack).all() and (interval.upper >= value - slack).all(), name
+
+
+@pytest.mark.parametrize("name, attrs", CASES, ids=[f"{n}{a or ''}" for n, a in CASES])
 def test_declared_derivative_curvature_and_lipschitz_constant_match_the_function(name, attrs):
     """σ' is autograd's (away from kinks), the sign of σ'' agrees with the declared pieces, and the
     Lipschitz constant is at least every |σ'| (the machine's soundness rests on these)."""
