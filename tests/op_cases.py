@@ -249,6 +249,14 @@ CASES = [
         torch.tensor([True, False, False, True, False, False, False, False, True]), float("-inf")), -1), SEQ,
            linear=False, monotone=False, domain=True),
     OpCase("masked_fill", "masked_fill value", lambda t: t.masked_fill(torch.arange(9) % 3 == 0, -2.5), SEQ),
+    OpCase("where", "where a number", lambda t: torch.where(torch.arange(9) % 3 == 0, t, -1.5), SEQ),
+    OpCase("where", "where a number first", lambda t: torch.where(torch.arange(9) % 2 == 0, 2.0, t), SEQ),
+    OpCase("where", "where both perturbed", lambda t: torch.where(torch.arange(9) < 4, t, -t.flip(-1)), SEQ,
+           monotone=False),
+    OpCase("where", "where a constant tensor", lambda t: t.where(torch.arange(9) > 2, torch.linspace(-1, 1, 9)), SEQ),
+    OpCase("where", "where -inf then softmax", lambda t: torch.softmax(torch.where(
+        torch.tensor([True, False, False, True, False, False, False, False, True]), float("-inf"), t), -1), SEQ,
+           linear=False, monotone=False, domain=True),
     # ---- recurrent.py
     OpCase("rnn_cell", "LSTMCell", _Recur(nn.LSTMCell(9, 3)), SEQ, linear=False, monotone=False),
     OpCase("rnn_cell", "GRUCell", _Recur(nn.GRUCell(9, 3)), SEQ, linear=False, monotone=False),

@@ -449,6 +449,42 @@ class RepeatInterleave(Structural):
         return x.repeat_interleave(repeats, dim)
 
 
+@rule("where", spellings=(torch.where, method("where"), aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther,
+                          aten.where.Scalar))
+class Where(Structural):
+    """``torch.where(condition, a, b)`` with a constant (or integer-input) condition: ``a`` where it is True,
+    ``b`` elsewhere, either or both perturbed, the other a constant tensor or number: a linear map of ``(a, b)``
+    (plus the constant's part). IBP selects the bounds; CROWN passes ``A`` back to each branch where it is
+    selected. A number ``−inf`` is taken as the dtype's lowest finite number, as ``masked_fill`` does."""
+
+    data = (1, 2)
+
+    def canonicalize(self, call):
+        if len(call.args) + len(call.kwargs) < 3:
+            raise call.fail("torch.where(condition) (the indices of its nonzeros) has no bound; only "
+                            "torch.where(condition, a, b)")
+        if call.spelling == method("where"):  # x.where(condition, y)
+            condition, a, b = call.arg(1, "condition"), call.arg(0, "input"), call.arg(2, "other")
+        else:
+            condition, a, b = call.arg(0, "condition"), call.arg(1, "input"), call.arg(2, "other")
+        numbers = [v for v in (a, b) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return (condition, a, b), dict(constant=any(v != 0 for v in numbers))
+
+    def offset(self, constant=False):
+        return constant
+
+    def transpose(self, A, operands, in_shapes, attrs):
+        """A constant branch need not be batch first (``torch.linspace(...)``): it adds nothing to ``Lᵀ A``, so it
+        is a number 0 there (its part of the output is the bias)."""
+        operands = tuple(0.0 if i in self.data and isinstance(o, Tensor) else o for i, o in enumerate(operands))
+        return super().transpose(A, operands, in_shapes, attrs)
+
+    def apply(self, condition, a, b, constant=False):
+        like = a if isinstance(a, Tensor) else b
+        a, b = (torch.finfo(like.dtype).min if not isinstance(v, Tensor) and v == -math.inf else v for v in (a, b))
+        return torch.where(condition, a, b)
+
+
 @rule("masked_fill", spellings=(torch.masked_fill, method("masked_fill"), aten.masked_fill.Scalar))
 class MaskedFill(Structural):
     """``x.masked_fill(mask, value)`` with a constant (or integer-input) mask and a constant number: ``x`` where
