@@ -125,7 +125,8 @@ class BoundedModule(nn.Module):
         self._example = tuple(x.detach().clone() for x in inputs)  # for the training-mode trace
         self.traced_by = traced.how  # "fx" or "export"
         self._programs: dict[tuple, BoundProgram] = {}
-        self._widest: Optional[int] = None  # elements of the widest node (crown_examples_cpu)
+        self._widest = max((math.prod(n.shape[1:]) for n in graph if n.shape is not None
+                            and n.op not in ("param", "constant")), default=1)  # elements (crown_examples_cpu)
 
     @property
     def core(self) -> nn.Module:
@@ -257,11 +258,7 @@ class BoundedModule(nn.Module):
         return Interval(*(None if t is None else beta * t + (1 - beta) * i for t, i in zip(tight, ibp)))
 
     def crown_examples_cpu(self) -> int:
-        """Examples per full-CROWN (and α-CROWN) pass on a CPU (``CROWN_CPU_ELEMENTS``); the graph's widest node is
-        found once (a call walks no graph)."""
-        if self._widest is None:
-            self._widest = max((math.prod(n.shape[1:]) for n in self.graph
-                                if n.shape is not None and n.op not in ("param", "constant")), default=1)
+        """Examples per full-CROWN (and α-CROWN) pass on a CPU (``CROWN_CPU_ELEMENTS``), by the graph's widest node."""
         return max(1, CROWN_CPU_ELEMENTS // (2 * self._widest * self._widest))
 
     def _run(self, program: BoundProgram, method: str, inputs: tuple, perturbations: tuple, C: Optional[Tensor]):

@@ -23,7 +23,7 @@ from .patches import patches_alpha, patches_concretize, patches_conv, patches_li
 from .passes.schedule import Schedule, Step
 
 _counter = itertools.count()
-_AFFINE = ("linear", "spec_linear", "conv1d", "conv2d", "conv3d")  # one such layer of the input: IBP is exact over a box
+_AFFINE = ("linear", "spec_linear", "conv1d", "conv2d", "conv3d")  # one such layer of the input: IBP exact on a box
 
 
 def identity_start(like: Tensor, shape: tuple[int, ...], lower: bool, upper: bool) -> Tensor:

@@ -33,8 +33,8 @@ def models():
         "bn-pool": (nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
                                   nn.Flatten(), nn.Linear(4 * 3 * 3, 3)), (2, 6, 6)),
         # SiLU is exported as x * sigmoid(x): it loads as SiLU again; ONNX's Sign is the sign rule's
-        "swish-sign": (nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.SiLU(), nn.Linear(8, 8), Sign(), nn.Linear(8, 3)),
-                       (1, 4, 4)),
+        "swish-sign": (nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.SiLU(), nn.Linear(8, 8), Sign(),
+                                     nn.Linear(8, 3)), (1, 4, 4)),
     }
 
 

@@ -300,19 +300,19 @@ class Erf(Elementwise):
     """The error function (GELU's exact form, as ONNX exports it: ``x·(1 + erf(x/√2))/2``): convex below 0,
     concave above; ``erf' = (2/√π)·e^{−z²}``, so ``σ' = k`` at ``z = ∓√(−log(k√π/2))``."""
 
-    lipschitz = 2 / math.sqrt(math.pi)
+    lipschitz = 2 / math.sqrt(math.pi)  # erf'(0), its largest slope
 
     def function(self, z):
         return torch.erf(z)
 
     def derivative(self, z):
-        return (2 / math.sqrt(math.pi)) * torch.exp(-z * z)
+        return self.lipschitz * torch.exp(-z * z)
 
     def pieces(self):
         return (0.0,), (1, -1)
 
     def stationary(self, k, a, b, curvature):
-        ratio = (k * (math.sqrt(math.pi) / 2)).clamp(min=torch.finfo(k.dtype).tiny, max=1.0)
+        ratio = (k / self.lipschitz).clamp(min=torch.finfo(k.dtype).tiny, max=1.0)
         root = torch.sqrt(-torch.log(ratio))
         return -root if curvature > 0 else root
 

@@ -13,7 +13,8 @@ the reverse; across an inflection point both are parallel tangents. IBP is the s
 
 The extremes are exact at the interval's ends and at breakpoints inside it or at its ends, from each side that
 meets the interval (which covers linear pieces, kinks and jumps: ``sign`` on ``[0, u]`` is 1 just right of 0).
-Inside a concave piece ``[a, b]`` (for the maximum; a convex one for the minimum) the extreme is bounded by the tangent of ``h(z) = σ(z) − kz`` at a point ``z0`` where ``σ'(z0) ≈ k``:
+Inside a concave piece ``[a, b]`` (for the maximum; a convex one for the minimum) the extreme is bounded by the
+tangent of ``h(z) = σ(z) − kz`` at a point ``z0`` where ``σ'(z0) ≈ k``:
 ``h(z) ≤ h(z0) + h'(z0)(z − z0)`` holds on ``[a, b]`` for *any* ``z0`` of a concave piece, so an inexact
 ``z0`` (from bisection) costs tightness, never soundness.
 """

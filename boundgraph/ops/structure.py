@@ -480,9 +480,13 @@ class Where(Structural):
         return super().transpose(A, operands, in_shapes, attrs)
 
     def apply(self, condition, a, b, constant=False):
-        like = a if isinstance(a, Tensor) else b
-        a, b = (torch.finfo(like.dtype).min if not isinstance(v, Tensor) and v == -math.inf else v for v in (a, b))
-        return torch.where(condition, a, b)
+        dtype = (a if isinstance(a, Tensor) else b).dtype
+        return torch.where(condition, *(v if isinstance(v, Tensor) else _finite(v, dtype) for v in (a, b)))
+
+
+def _finite(value: float, dtype: torch.dtype) -> float:
+    """A constant filled in by ``where`` or ``masked_fill``: ``−inf`` as the dtype's lowest finite number."""
+    return torch.finfo(dtype).min if value == -math.inf else value
 
 
 @rule("masked_fill", spellings=(torch.masked_fill, method("masked_fill"), aten.masked_fill.Scalar))
@@ -504,6 +508,4 @@ class MaskedFill(Structural):
         return value != 0
 
     def apply(self, x, mask, value):
-        if value == -math.inf:
-            value = torch.finfo(x.dtype).min
-        return x.masked_fill(mask, value)
+        return x.masked_fill(mask, _finite(value, x.dtype))

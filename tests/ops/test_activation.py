@@ -189,19 +189,26 @@ def random_intervals(name: str, seed: int, n: int = 400):
     return lower, upper
 
 
-@pytest.mark.parametrize("name, attrs", CASES, ids=[f"{n}{a or ''}" for n, a in CASES])
-def test_lines_and_intervals_enclose_the_activation_on_a_dense_grid(name, attrs):
+def assert_enclosed(name: str, attrs: dict, lower, upper, fractions):
+    """The rule's adaptive lines and its interval enclose σ at ``lower + t·(upper − lower)`` for every ``t`` of
+    ``fractions``; returns the lines."""
     rule = RULES[name]
-    lower, upper = random_intervals(name, seed=len(name))
     lines = rule.lines(lower, upper, "adaptive", **attrs)
     interval = rule.interval(Interval(lower, upper), **attrs)
-    for t in torch.linspace(0, 1, 401, dtype=DTYPE):
+    for t in fractions:
         z = lower + t * (upper - lower)
         value = rule.forward(z, **attrs)
         slack = 1e-9 * (1 + value.abs() + (lines.upper_slope * z).abs())
         assert (lines.lower_slope * z + lines.lower_bias <= value + slack).all(), f"{name} lower line at t={t}"
         assert (lines.upper_slope * z + lines.upper_bias >= value - slack).all(), f"{name} upper line at t={t}"
         assert (interval.lower <= value + slack).all() and (interval.upper >= value - slack).all(), name
+    return lines
+
+
+@pytest.mark.parametrize("name, attrs", CASES, ids=[f"{n}{a or ''}" for n, a in CASES])
+def test_lines_and_intervals_enclose_the_activation_on_a_dense_grid(name, attrs):
+    lower, upper = random_intervals(name, seed=len(name))
+    lines = assert_enclosed(name, attrs, lower, upper, torch.linspace(0, 1, 401, dtype=DTYPE))
     assert torch.isfinite(lines.lower_slope).all() and torch.isfinite(lines.upper_bias).all()
 
 
@@ -216,15 +223,8 @@ def test_lines_and_intervals_hold_on_intervals_that_end_at_a_breakpoint(name, at
     widths = torch.tensor([1e-9, 1e-3, 0.5, 3.0], dtype=DTYPE)
     lower = torch.cat([torch.full_like(widths, p) for p in breakpoints] + [p - widths for p in breakpoints])
     upper = torch.cat([p + widths for p in breakpoints] + [torch.full_like(widths, p) for p in breakpoints])
-    lines = rule.lines(lower, upper, "adaptive", **attrs)
-    interval = rule.interval(Interval(lower, upper), **attrs)
-    for t in torch.cat([torch.linspace(0, 1, 401, dtype=DTYPE), torch.tensor([1e-7, 1 - 1e-7], dtype=DTYPE)]):
-        z = lower + t * (upper - lower)
-        value = rule.forward(z, **attrs)
-        slack = 1e-9 * (1 + value.abs() + (lines.upper_slope * z).abs())
-        assert (lines.lower_slope * z + lines.lower_bias <= value + slack).all(), f"{name} lower line at t={t}"
-        assert (lines.upper_slope * z + lines.upper_bias >= value - slack).all(), f"{name} upper line at t={t}"
-        assert (interval.lower <= value + slack).all() and (interval.upper >= value - slack).all(), name
+    assert_enclosed(name, attrs, lower, upper,
+                    torch.cat([torch.linspace(0, 1, 401, dtype=DTYPE), torch.tensor([1e-7, 1 - 1e-7], dtype=DTYPE)]))
 
 
 @pytest.mark.parametrize("name, attrs", CASES, ids=[f"{n}{a or ''}" for n, a in CASES])
