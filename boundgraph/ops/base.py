@@ -338,7 +338,11 @@ class _ThroughLines(torch.autograd.Function):
     """``A' = A⁺·s_l + A⁻·s_u`` and ``bias = A⁺·b_l + A⁻·b_u`` (summed per spec row), with a hand-written
     vector–Jacobian product: it makes about 8 passes over ``A`` where autograd's chain makes 11, and
     skips the slopes' gradients when they need none (ReLU's lower slope is piecewise constant). The lower
-    slope may have one value per row too, ``(batch, rows, *shape)`` (α-CROWN's per-spec slopes)."""
+    slope may have one value per row too, ``(batch, rows, *shape)`` (α-CROWN's per-spec slopes).
+
+    The branch ``A ≥ 0`` is chosen by ``lerp`` with a 0/1 float mask, exact for finite values: a ``where`` on
+    a sign pattern as random as ``A``'s mispredicts its branch on a CPU and took 16 ms against 2.6 ms for
+    ``ge`` into a float mask and ``lerp`` ((128, 9, 16, 13, 13) floats, one thread)."""
 
     @staticmethod
     def forward(ctx, A, lower_slope, lower_bias, upper_slope, upper_bias):
@@ -358,7 +362,7 @@ class _ThroughLines(torch.autograd.Function):
             positive_branch = grad_A * _per_row(lower_slope, A)
             if lower_bias is not None:
                 positive_branch.addcmul_(per_row, lower_bias.unsqueeze(1))
-            d_A = torch.where(A >= 0, positive_branch, negative_branch)
+            d_A = torch.lerp(negative_branch, positive_branch, torch.ge(A, 0, out=torch.empty_like(A)))
         if needs[3] or needs[4]:
             negative = A.clamp(max=0)
             d_us = _over_rows(grad_A * negative) if needs[3] else None
@@ -422,10 +426,34 @@ def affine_interval(x: Interval, apply: Callable[[Tensor, Tensor, Optional[Tenso
 
 def spec_dot(A: Tensor, x: Tensor) -> Tensor:
     """Per-example inner products of each spec row of ``A`` (``(batch, specs, ...)``) with ``x``
-    (``(batch, ...)``): ``(batch, specs)``, by one batched matrix product."""
+    (``(batch, ...)``): ``(batch, specs)``, as the batched row-times-matrix product ``xᵀ Aᵀ`` (``_SpecDot``)."""
     if A.shape[1] == 1:  # one row (loss fusion): a product and a sum beat a batched matrix-vector product ~4x
         return (A.reshape(A.shape[0], -1) * x.reshape(x.shape[0], -1)).sum(1, keepdim=True)
-    return torch.matmul(A.reshape(A.shape[0], A.shape[1], -1), x.reshape(x.shape[0], -1, 1)).squeeze(-1)
+    A, x = A.reshape(A.shape[0], A.shape[1], -1), x.reshape(x.shape[0], -1)
+    if A.shape[0] != x.shape[0]:  # one side broadcast over the batch
+        return torch.matmul(A, x.unsqueeze(-1)).squeeze(-1)
+    if torch.compiler.is_compiling():
+        return torch.bmm(x.unsqueeze(1), A.transpose(1, 2)).squeeze(1)
+    return _SpecDot.apply(A, x)
+
+
+class _SpecDot(torch.autograd.Function):
+    """``out[b, k] = Σ_i A[b, k, i] x[b, i]`` by ``bmm(xᵀ, Aᵀ)``: on this project's CPU 4-5x faster than the
+    batched matrix-vector product ``A x`` ((128, 9, 3200), one thread: 0.9 ms against 4.5 ms). Its gradient is
+    written out so that ``∂/∂A = g xᵀ`` is a contiguous outer product (autograd's would be ``Aᵀ``-strided);
+    the backward is itself differentiable."""
+
+    @staticmethod
+    def forward(ctx, A: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(A, x)
+        return torch.bmm(x.unsqueeze(1), A.transpose(1, 2)).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        A, x = ctx.saved_tensors
+        d_A = grad.unsqueeze(-1) * x.unsqueeze(1) if ctx.needs_input_grad[0] else None
+        d_x = torch.bmm(grad.unsqueeze(1), A).squeeze(1) if ctx.needs_input_grad[1] else None
+        return d_A, d_x
 
 
 def spec_sum(t: Tensor) -> Tensor:

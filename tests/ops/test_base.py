@@ -34,3 +34,16 @@ def test_spec_dot_and_unbroadcast():
     torch.testing.assert_close(spec_dot(A, x), torch.tensor([[15.0, 51.0]]))
     torch.testing.assert_close(unbroadcast(A, (1, 1, 3)), A.sum(2, keepdim=True))
     torch.testing.assert_close(unbroadcast(A, (1, 3)), A.sum(2))
+
+
+@given(st.integers(0, 2**16), st.sampled_from([(3, 3), (1, 3), (3, 1)]), st.integers(1, 4))
+def test_spec_dot_is_the_per_row_inner_product_with_its_first_and_second_derivatives(seed, batches, rows):
+    """``spec_dot`` by its hand-written ``_SpecDot`` (or broadcast over a batch of one) equals
+    ``Σ_i A[b, k, i] x[b, i]``, and autograd checks its gradient and the gradient of that gradient."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(batches[0], rows, 2, 3, generator=g, dtype=DTYPE, requires_grad=True)
+    x = torch.randn(batches[1], 2, 3, generator=g, dtype=DTYPE, requires_grad=True)
+    expected = (A * x.unsqueeze(1)).flatten(2).sum(-1)
+    torch.testing.assert_close(spec_dot(A, x), expected)
+    assert torch.autograd.gradcheck(spec_dot, (A, x))
+    assert torch.autograd.gradgradcheck(spec_dot, (A, x))

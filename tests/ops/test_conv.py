@@ -53,7 +53,8 @@ def test_conv2d_same_and_valid_padding_strings_are_sound():
 
 
 @pytest.mark.parametrize("channels, out_channels, kernel, stride, padding, dilation, groups", [
-    (1, 4, 3, 1, 0, 1, 1), (2, 6, 4, 2, 1, 1, 1), (4, 4, 3, 1, 2, 2, 2), (3, 6, 3, 3, 0, 1, 3), (1, 2, 2, 1, 1, 1, 1)])
+    (1, 4, 3, 1, 0, 1, 1), (2, 6, 4, 2, 1, 1, 1), (4, 4, 3, 1, 2, 2, 2), (3, 6, 3, 3, 0, 1, 3), (1, 2, 2, 1, 1, 1, 1),
+    (1, 16, 4, 2, 0, 1, 1), (2, 4, 3, 2, 1, 1, 2), (3, 5, 5, 3, 2, 1, 1), (2, 3, 2, 2, 0, 1, 1), (1, 3, 1, 2, 0, 1, 1)])
 def test_every_way_of_transposing_a_convolution_is_the_transposed_convolution(channels, out_channels, kernel, stride,
                                                                              padding, dilation, groups):
     """``transpose_conv2d`` picks the fastest of its ways by measurement; each must equal ``conv_transpose2d``
