@@ -24,7 +24,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.speed import build, flops, plain_step, steps  # noqa: E402
+from benchmarks.speed import allocator, build, flops, plain_step, steps  # noqa: E402
 
 MATMUL = ("mm", "bmm", "addmm", "addmv", "addbmm", "baddbmm", "dot", "mv", "mkldnn_convolution",
           "convolution_backward", "slow_conv2d_forward", "slow_conv2d_backward", "_slow_conv2d_forward",
@@ -78,8 +78,10 @@ def main(argv=None) -> None:
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc as it is")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    print(f"allocator: {allocator(args.default_malloc)}")
     for spec in args.rows:
         name, batch = spec.split("@")
         model, x, y = build(name, int(batch))

@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bounds import timed  # noqa: E402
-from boundgraph import BoundedModule, LinfBall, margin_spec, robust_loss  # noqa: E402
+from boundgraph import BoundedModule, LinfBall, keep_freed_memory, margin_spec, robust_loss  # noqa: E402
 from examples.models import MODELS  # noqa: E402
 
 ROWS = ["mlp@128", "dm-small@1", "dm-small@32", "dm-small@128", "dm-large@32", "cnn7@32", "resnet-small@32"]
@@ -103,6 +103,13 @@ def row(spec: str, eps: float, rounds: int, compile_backend) -> dict:
     return out
 
 
+def allocator(default: bool) -> str:
+    """Apply ``keep_freed_memory`` unless ``default``; say which allocator the numbers are from."""
+    if default:
+        return "the C library's, as it is"
+    return "glibc, freed blocks kept (keep_freed_memory)" if keep_freed_memory() else "the C library's (not glibc)"
+
+
 def verify_child(spec: str, method: str, eps: float) -> dict:
     """One CROWN / α-CROWN run (in a child process): seconds and peak resident memory."""
     name, batch = spec.split("@")
@@ -141,8 +148,12 @@ def main(argv=None) -> None:
     parser.add_argument("--verify", action="store_true", help="also full CROWN and α-CROWN at batches 1 and 32")
     parser.add_argument("--memory-gb", type=float, default=16.0, help="address-space limit of each verification run")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc as it is (by default "
+                        "boundgraph.keep_freed_memory() keeps freed blocks for reuse, as train.py does)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), allocator: {allocator(args.default_malloc)}",
+          flush=True)
     results = []
     for spec in args.rows:
         result = row(spec, args.eps, args.rounds, args.compile)

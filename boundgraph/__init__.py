@@ -1,5 +1,6 @@
 """boundgraph: a bound-propagation compiler for PyTorch (IBP, CROWN-IBP, CROWN, LBP, CROWN-LBP, GloRo,
 SingleProp)."""
+from .allocator import keep_freed_memory
 from .attacks import pgd_attack
 from .bounded_module import BoundedModule
 from .selfcheck import CheckReport, check
@@ -16,5 +17,5 @@ __all__ = ["BoundedModule", "BoundProgram", "Interval", "UnsupportedOpError", "M
            "CheckReport", "Perturbation", "LinfBall",
            "L2Ball", "Box", "margin_spec", "robust_loss", "worst_case_logits",
            "pgd_attack", "certified", "evaluate", "GloroLoss", "gloro_logits", "certified_radius",
-           "pairwise_lipschitz", "vra", "ParamRamp", "set_sweep_budget"]
+           "pairwise_lipschitz", "vra", "ParamRamp", "set_sweep_budget", "keep_freed_memory"]
 __version__ = "0.1.0"

@@ -28,7 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from boundgraph import BoundedModule, L2Ball, LinfBall, evaluate, margin_spec, robust_loss  # noqa: E402
+from boundgraph import (BoundedModule, L2Ball, LinfBall, evaluate, keep_freed_memory, margin_spec,  # noqa: E402
+                        robust_loss)
 from boundgraph.gloro import gloro_logits, pairwise_lipschitz, vra  # noqa: E402
 from boundgraph.nn import ParamRamp, init_ramps  # noqa: E402
 from boundgraph.schedules import FollowEps, LinearRamp, SmoothedRamp  # noqa: E402
@@ -47,7 +48,7 @@ DEFAULTS = dict(
     lr=5e-4, lr_decay_epochs=[], lr_decay_factor=0.1, eps_train=0.1, eps_test=0.1, schedule="smoothed",
     schedule_start=2, schedule_length=10, kappa_end=0.5, beta_end=0.0, grad_clip=10.0, train_subset=0,
     test_subset=1000, verify_methods=["ibp", "crown-ibp"], pgd_steps=200, pgd_restarts=1, seed=0,
-    out_dir="runs/default", resume=False, device="cpu", threads=0, eval_every=5, eval_subset=1000, normalize=False, quiet=False, activation="relu",
+    out_dir="runs/default", resume=False, device="cpu", threads=0, eval_every=5, eval_subset=1000, normalize=False, quiet=False, default_malloc=False, activation="relu",
     ramp_eta=0.01, lines="adaptive", norm="linf", l2_eps_test=0.0, gloro_iterations=1, loss_fusion=None, compile=False,
 )
 SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "synthetic": (1, 28)}
@@ -118,6 +119,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-subset", type=int, help="test images of the periodic evaluation (0: all)")
     parser.add_argument("--normalize", action="store_true", default=None, help="CIFAR mean/std inside the model")
     parser.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    parser.add_argument("--default-malloc", action="store_true", default=None, help="leave glibc's malloc as it is; "
+                        "otherwise boundgraph.keep_freed_memory() keeps freed blocks for reuse (a CROWN-IBP step "
+                        "20%% faster on a CPU)")
     for action in parser._actions:  # the values live in DEFAULTS (a --config file may override them): show them
         if action.dest in DEFAULTS and action.help is not argparse.SUPPRESS and "default:" not in (action.help or ""):
             shown = DEFAULTS[action.dest]
@@ -275,7 +279,8 @@ def header(args, model: nn.Module, data: Split, test: Split, steps_per_epoch: in
         f"{significant(args.lr)}" + (f" ×{significant(args.lr_decay_factor)} at epochs "
                                      f"{', '.join(map(str, args.lr_decay_epochs))}" if args.lr_decay_epochs else "")
         + f", seed {args.seed}, {world.device}, {torch.get_num_threads()} thread"
-        f"{'s' if torch.get_num_threads() > 1 else ''}" + (" per process" if world.size > 1 else ""),
+        f"{'s' if torch.get_num_threads() > 1 else ''}" + (" per process" if world.size > 1 else "")
+        + (", freed memory kept (glibc)" if getattr(args, "kept_memory", False) else ""),
         *([f"parallel   {world.describe(args.batch_size)}; rank 0 logs, evaluates and checkpoints"]
           if world.size > 1 else []),
         "evaluation " + (f"every {args.eval_every} epochs on {args.eval_subset or 'all'} test images; " if
@@ -306,6 +311,7 @@ def train(args) -> dict:
 def _train(args, world: World) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.kept_memory = not args.default_malloc and keep_freed_memory()
     torch.manual_seed(args.seed)
     device = world.device
     with world.main_first():  # a first download of the data happens once
