@@ -40,9 +40,17 @@ class ReLU(Nonlinear):
         ``l⁻ = min(l, 0)``, the upper line is ``u⁺/(u⁺ − l⁻)·(z − l⁻)``: the chord when unstable, ``z`` when active
         (``l⁻ = 0``: slope ``u/u = 1`` exactly), ``0`` when inactive (``u⁺ = 0``); ``u = l = 0`` divides by the
         smallest normal number instead of 0 (slope 0 where ``z = 0`` exactly). The adaptive lower slope,
-        ``[u + l > 0]``, is 1 where active, 0 where inactive, and CROWN's choice where unstable."""
-        positive, negative = upper.clamp(min=0), lower.clamp(max=0)
-        upper_slope = positive / (positive - negative).clamp(min=torch.finfo(lower.dtype).tiny)
+        ``[u + l > 0]``, is 1 where active, 0 where inactive, and CROWN's choice where unstable.
+
+        Each piece is written with ``relu``, whose backward is one branch-free pass: ``max(u, 0) = relu(u)``,
+        ``min(l, 0) = l − relu(l)`` and ``max(d, tiny) = threshold(d, tiny, tiny)`` are exact, while autograd's
+        ``clamp`` backward is a ``where`` that mispredicts on a random sign pattern (forward and backward of one
+        clamp at (128, 32, 10, 10): 2.6 ms against 0.2 ms for relu). Non-finite bounds, which these spellings
+        treat differently from ``clamp`` (``l = +inf`` gives NaN, a NaN width gives ``tiny``), never reach
+        here unmarked: ``emit.nan_where_unbounded`` makes such a neuron's lines NaN."""
+        tiny = torch.finfo(lower.dtype).tiny
+        positive, negative = torch.relu(upper), lower - torch.relu(lower)
+        upper_slope = positive / F.threshold(positive - negative, tiny, tiny)
         upper_bias = -upper_slope * negative
         if strategy == "adaptive":
             return Lines((upper + lower > 0).to(lower.dtype), None, upper_slope, upper_bias)
