@@ -30,7 +30,7 @@ def bn_scale_shift(mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tenso
 class BatchNorm(Rule):
     """``z = γ (x − μ)/√(σ² + ε) + β`` with running statistics: a per-channel affine map (channel
     dimension 1). IBP: ``scale·c + shift ± |scale|·r``. CROWN: ``A ← A·scale``, ``bias += Σ A·shift``.
-    Usually folded into the convolution or linear layer before it (``passes.fold_batchnorm``).
+    Folded into a convolution before it (``passes.fold_batchnorm``), not into a linear layer.
     """
 
     def canonicalize(self, call):
