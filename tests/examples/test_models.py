@@ -19,7 +19,7 @@ def test_every_zoo_model_builds_compiles_and_is_soundly_bounded(name, shape):
         assert_sound(bm, x, LinfBall(0.001, clip=(0, 1)), method, n=4, pgd=False)
 
 
-def test_cnn7_folds_all_its_batch_norms():
+def test_cnn7_folds_the_batch_norms_of_its_convolutions_and_keeps_the_linear_layers():
     model = MODELS["cnn7"](3, 32, 10).eval()
     ops = [n.op for n in BoundedModule(model, torch.rand(1, 3, 32, 32)).graph]
-    assert "batch_norm" not in ops and ops.count("bn_fold_weight") == 6
+    assert ops.count("bn_fold_weight") == 5 and ops.count("batch_norm") == 1
