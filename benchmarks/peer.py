@@ -8,8 +8,8 @@ auto_LiRPA is not a dependency of boundgraph: point ``--peer`` at its source fol
     python benchmarks/peer.py --peer /tmp/alirpa --rows mlp@128 dm-small@1 --method crown
     python benchmarks/peer.py --peer /tmp/alirpa --rows mlp@32 dm-small@8 --method alpha-crown
 
-α-CROWN runs ``--iterations`` Adam steps in both, each at its own default step size (ours 0.1, the peer's
-``lr_alpha`` 0.5) unless ``--lr`` sets one for both. The peer keeps the best bound over its iterations; so do we.
+α-CROWN runs ``--iterations`` Adam steps in both, each at its own default step size (0.5 in both: ours follows the
+peer's ``lr_alpha``) unless ``--lr`` sets one for both. The peer keeps the best bound over its iterations; so do we.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
     for spec in args.rows:
         r = row(spec, args.method, args.eps, args.rounds, args.iterations, args.lr)
         print(f"| {r['row']} | {r['method']} | {r['ours_s']:.3f} | {r['peer_s']:.3f} | {r['peer_s'] / r['ours_s']:.2f} "
-              f"| {r['mean_ours']:.4f} | {r['mean_peer']:.4f} | {100 * r['tighter']:.0f}% | {100 * r['looser']:.0f}% "
+              f"| {r['mean_ours']:.4f} | {r['mean_peer']:.4f} | {100 * r['tighter']:.1f}% | {100 * r['looser']:.2f}% "
               f"| {r['largest_loss']:.3g} |", flush=True)
 
 

@@ -27,7 +27,7 @@ ALPHA_BUDGET_SWEEPS = 4  # an α chunk keeps at most this many sweep budgets (ve
 
 
 def alpha_crown(bm, x: Tensor, perturbation: Perturbation, C: Optional[Tensor] = None, iterations: int = 20,
-                lr: float = 0.25, bound_upper: bool = False) -> Interval:
+                lr: float = 0.5, bound_upper: bool = False) -> Interval:
     """Bounds of ``C·f(x')`` (``f(x')`` without ``C``) over the set, at least as tight as ``method="crown"``:
     ``bm.bounds(x, perturbation, "alpha-crown", C, ...)`` with lower bounds only unless ``bound_upper``
     (a second optimisation, of ``−C``)."""

@@ -199,7 +199,7 @@ class BoundedModule(nn.Module):
 
     def bounds(self, x: Inputs, perturbation: Perturbations, method: str = "crown-ibp", C: Optional[Tensor] = None, *,
                bound_lower: bool = True, bound_upper: bool = True, lines: str = "adaptive", beta: float = 1.0,
-               iterations: int = 20, lr: float = 0.25, loss_fusion: bool = False) -> Interval:
+               iterations: int = 20, lr: float = 0.5, loss_fusion: bool = False) -> Interval:
         """``(lower, upper)`` bounds of ``C·model(x')`` for every ``x'`` in the perturbation set:
         ``(batch, specs)`` with ``C`` of shape ``(batch, specs, outputs)``, else the output's shape.
         A bound not asked for (``bound_lower``/``bound_upper``) is None and costs nothing.
