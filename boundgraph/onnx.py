@@ -212,10 +212,23 @@ class _Power(nn.Module):
         return x ** self.exponent
 
 
+def _arithmetic() -> dict:
+    """onnx2torch's functions for Add, Sub, Mul and Div → the Python operators (true division: the operand is
+    floating)."""
+    import operator
+
+    from onnx2torch.node_converters import binary_math_operations as onnx_math
+    table = onnx_math._TORCH_FUNCTION_FROM_ONNX_TYPE
+    return {table["Add"]: operator.add, table["Sub"]: operator.sub, table["Mul"]: operator.mul,
+            table["Div"]: operator.truediv}
+
+
 def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
     """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad`` and ``Resize`` modules whose shape
     operands are constants (initializers), and ``Pow`` by a one-element constant, replaced by plain torch modules
-    with those constants built in.
+    with those constants built in; ``Add``, ``Sub``, ``Mul`` and ``Div`` by a one-element floating constant become
+    the Python operator with the number (so that rewrites that read numbers see them: GELU as ``x·(1 + erf(x/√2))``,
+    ``ops/arithmetic.py``).
     onnx2torch's own take them as tensors at run time (``split.tolist()``, loops over ``starts``), which no
     symbolic trace can follow; with the constants in the module, ``BoundedModule`` traces the graph like any
     other. An operand counts as constant when it depends on initializers and ``Shape`` only (the exporter
@@ -261,6 +274,39 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
         if isinstance(arg, torch.fx.Node):
             return values.get(arg)  # a static node's value (a shape, at batch 1, or a constant), else None
         return arg
+
+    from onnx2torch.node_converters import binary_math_operations as onnx_math
+    from onnx2torch.node_converters import constant as onnx_constant
+
+    def number(arg: Any) -> Any:
+        """A one-element floating constant (an initializer or ``Constant`` node) as a Python number, else None."""
+        if not (isinstance(arg, torch.fx.Node) and arg in values and (arg.op == "get_attr" or (
+                arg.op == "call_module" and isinstance(module.get_submodule(arg.target), onnx_constant.OnnxConstant)))):
+            return None
+        value = values[arg]
+        return float(value) if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() == 1 \
+            else None
+
+    for node in list(graph.nodes):  # x + c, x · c, c / x ... by a one-element constant: the number in the graph
+        if node.op != "call_module" or node in static or len(node.args) != 2:
+            continue
+        target = module.get_submodule(node.target)
+        if not isinstance(target, onnx_math.OnnxBinaryMathOperation) or target.broadcast == 1:
+            continue
+        first, second = (number(a) for a in node.args)
+        if (first is None) == (second is None):
+            continue
+        constant_arg, other = (node.args[1], node.args[0]) if second is not None else node.args
+        meta = other.meta.get("tensor_meta") if isinstance(other, torch.fx.Node) else None
+        if meta is None or getattr(meta, "dtype", None) != values[constant_arg].dtype:
+            continue  # a number would be taken in the other operand's dtype: only where the constant's is the same
+        function = _arithmetic()[target.math_op_function]
+        args = (node.args[0], second) if second is not None else (first, node.args[1])
+        with graph.inserting_after(node):
+            new = graph.call_function(function, args)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        changed = True
 
     for node in list(graph.nodes):
         if node.op != "call_module" or node in static:

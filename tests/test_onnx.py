@@ -35,6 +35,8 @@ def models():
         # SiLU is exported as x * sigmoid(x): it loads as SiLU again; ONNX's Sign is the sign rule's
         "swish-sign": (nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.SiLU(), nn.Linear(8, 8), Sign(),
                                      nn.Linear(8, 3)), (1, 4, 4)),
+        # GELU is exported as x·(1 + erf(x / 1.4142135))·0.5: it loads as GELU again (ops/arithmetic._erf_gelu)
+        "gelu": (nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.GELU(), nn.Linear(8, 3)), (1, 4, 4)),
     }
 
 
@@ -162,9 +164,9 @@ def test_families_whose_export_computes_shapes_load_with_the_originals_outputs_a
 
 
 def test_convnext_exported_with_erf_and_a_power_by_a_constant_loads_and_bounds_soundly(tmp_path):
-    """ConvNeXt's block as the exporter writes it: GELU as ``x·(1 + erf(x/√2))/2`` (the ``erf`` rule, then the
-    bilinear product) and its channels-first layer norm as ``Pow`` by a constant 2 (built in as ``x ** 2``): the
-    loaded model gives the original's outputs, and its bounds (looser than the torch model's fused rules) hold."""
+    """ConvNeXt's block as the exporter writes it: GELU as ``x·(1 + erf(x/√2))/2`` (GELU's rule again) and its
+    channels-first layer norm as ``Pow`` by a constant 2 (built in as ``x ** 2``) among its pieces: the loaded
+    model gives the original's outputs, and its bounds (looser than the torch model's layer norm rule) hold."""
     from tests.helpers import assert_sound
     from tests.sequence_models import build
 

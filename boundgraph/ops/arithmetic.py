@@ -5,6 +5,7 @@ every spelling of a sum has one rule and every spelling of a scaling has another
 """
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -92,8 +93,8 @@ class Mul(Rule):
 
     def expand(self, node, perturbed, build):
         """Both operands perturbed: the bilinear rule's product (``boundgraph/ops/bilinear.py``); ``x * x`` the
-        convex square and ``x * sigmoid(x)`` SiLU (Swish, as EfficientNet and ONNX exports spell it), one
-        activation of one operand, tighter than the planes."""
+        convex square, ``x * sigmoid(x)`` SiLU (Swish, as EfficientNet and ONNX exports spell it) and
+        ``k·x · (1 + erf(d·x))`` GELU (``_erf_gelu``), one activation of one operand, tighter than the planes."""
         if len(perturbed) != 2 or not all(perturbed):
             return None
         a, b = node.operands
@@ -103,6 +104,14 @@ class Mul(Rule):
             gate_node = build.source(gate)
             if gate_node is not None and gate_node.op == "sigmoid" and tuple(gate_node.operands) == (x,):
                 return build.finish("silu", (x,))
+        for factor, gate in ((a, b), (b, a)):
+            gelu = _erf_gelu(build, factor, gate)
+            if gelu is not None:
+                x, inner, outer = gelu
+                scaled = x if inner == 1.0 else build.add("mul", (x, inner), suffix="gelu_input")
+                if outer == 1.0:
+                    return build.finish("gelu", (scaled,), dict(approximate="none"))
+                return build.finish("mul", (build.add("gelu", (scaled,), dict(approximate="none")), outer))
         return build.finish("product", (a, b))
 
     def specialize(self, attrs, operand_shapes, out_shape):
@@ -126,6 +135,47 @@ class Mul(Rule):
         if a is None:
             return (unbroadcast(A * _as_operand_of(self.factor(b, A), A), shapes[0]), None), 0
         return (None, unbroadcast(A * _as_operand_of(self.factor(a, A), A), shapes[1])), 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _erf_gelu(build, factor: Any, gate: Any):
+    """``(x, s, t)`` where ``factor · gate = k·x · (1 + erf(d·x))`` (``factor`` is ``x`` or ``k·x``; ``gate`` is
+    ``1 + erf(x·d)`` or ``1 + erf(x / c)``, ``d = 1/c``; ``k``, ``d`` numbers), else None. GELU is
+    ``y·(1 + erf(y/√2))/2``, so with ``y = √2·d·x`` the identity ``x·(1 + erf(d·x)) = (√2/d)·GELU(√2·d·x)`` holds
+    for every ``d ≠ 0``: the product is ``t·GELU(s·x)``, ``s = √2·d``, ``t = 2k/s``. It is how BERT's first
+    implementations and ONNX exports before opset 20 write GELU (``x/√2``, and ``/ 1.4142135`` in float32, where
+    ``s`` is 1 + 1.7e-8 and the exact identity still holds)."""
+    gate_node = build.source(gate)
+    if gate_node is None or gate_node.op != "add" or gate_node.attrs.get("alpha", 1) != 1:
+        return None
+    first, second = gate_node.operands
+    erf_ref = first if _number(second) and second == 1 else second if _number(first) and first == 1 else None
+    erf_node = build.source(erf_ref)
+    if erf_node is None or erf_node.op != "erf":
+        return None
+    argument = build.source(erf_node.operands[0])
+    if argument is None or argument.op not in ("mul", "div"):
+        return None
+    left, right = argument.operands
+    if argument.op == "div" and _number(right) and right != 0:
+        x, inner = left, math.sqrt(2) / right
+    elif argument.op == "mul" and (_number(left) or _number(right)) and (left if _number(left) else right) != 0:
+        x, inner = (right, math.sqrt(2) * left) if _number(left) else (left, math.sqrt(2) * right)
+    else:
+        return None
+    k: Any = 1.0
+    if factor != x:
+        source = build.source(factor)
+        if source is None or source.op != "mul":
+            return None
+        left, right = source.operands
+        k, other = (left, right) if _number(left) else (right, left)
+        if not _number(k) or other != x:
+            return None
+    return x, inner, 2 * k / inner
 
 
 @rule("div", spellings=(operator.truediv, operator.itruediv, torch.div, torch.true_divide, method("div"),

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -99,3 +101,38 @@ def test_x_times_its_own_sigmoid_is_silu_with_silus_bounds_and_a_sigmoid_of_anot
             torch.testing.assert_close(found.upper, expected.upper, rtol=0, atol=0)
     other = BoundedModule(Chain([first, lambda t: t * torch.sigmoid(t.flip(-1))]), x)
     assert "product" in {n.op for n in other.program("crown").graph}
+
+
+@pytest.mark.parametrize("spelled, inner", [
+    (lambda t: 0.5 * t * (1.0 + torch.erf(t / math.sqrt(2.0))), None),  # BERT's first gelu: nn.GELU's bounds
+    (lambda t: t * (torch.erf(t * 0.7071067811865476) + 1) * 0.5, None),
+    (lambda t: t * 0.5 * (1.0 + torch.erf(t / 1.4142135381698608)), 1.4142135381698608),  # float32's √2 (ONNX)
+    (lambda t: t * (1.0 + torch.erf(0.8 * t)), 0.8),  # any d: x·(1 + erf(d·x)) = (√2/d)·GELU(√2·d·x)
+    (lambda t: 3.0 * t * (1.0 + torch.erf(t * -1.3)), -1.3),
+])
+def test_x_times_one_plus_erf_of_a_multiple_of_x_is_a_scaled_gelu_sound_and_tight(spelled, inner):
+    """``k·x·(1 + erf(d·x))`` becomes ``t·GELU(s·x)`` (``ops/arithmetic._erf_gelu``, an exact identity), not the
+    bilinear product: with ``d = 1/√2`` every method gives ``nn.GELU``'s bounds, and for any ``d`` every method's
+    bounds hold on sampled points."""
+    torch.manual_seed(0)
+    first, last = nn.Linear(3, 4).to(DTYPE), nn.Linear(4, 2).to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    model = Chain([first, spelled, last])
+    bm = BoundedModule(model, x)
+    ops = {n.op for n in bm.program("crown").graph}
+    assert "gelu" in ops and "product" not in ops and "erf" not in ops
+    if inner is None:
+        gelu = BoundedModule(Chain([first, nn.GELU(), last]), x)
+        for method in ("ibp", "crown-ibp", "crown", "lbp"):
+            torch.testing.assert_close(tuple(bm.bounds(x, LinfBall(0.3), method)),
+                                       tuple(gelu.bounds(x, LinfBall(0.3), method)), rtol=1e-12, atol=1e-12)
+    assert_sound_all_methods(model, x, LinfBall(0.3))
+
+
+def test_a_product_with_erf_of_another_tensor_or_without_the_one_stays_a_product():
+    torch.manual_seed(0)
+    first = nn.Linear(3, 4).to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    for spelled in (lambda t: t * (1.0 + torch.erf(t.flip(-1) / 1.5)), lambda t: t * (2.0 + torch.erf(t / 1.5)),
+                    lambda t: t * torch.erf(t / 1.5)):
+        assert "product" in {n.op for n in BoundedModule(Chain([first, spelled]), x).program("crown").graph}
