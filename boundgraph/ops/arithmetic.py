@@ -94,7 +94,8 @@ class Mul(Rule):
     def expand(self, node, perturbed, build):
         """Both operands perturbed: the bilinear rule's product (``boundgraph/ops/bilinear.py``); ``x * x`` the
         convex square, ``x * sigmoid(x)`` SiLU (Swish, as EfficientNet and ONNX exports spell it) and
-        ``k·x · (1 + erf(d·x))`` GELU (``_erf_gelu``), one activation of one operand, tighter than the planes."""
+        ``k·x · (1 + erf(d·x))`` and GPT-2's ``k·x · (1 + tanh(a(x + b x³)))`` GELU (``_erf_gelu``, ``_tanh_gelu``),
+        one activation of one operand, tighter than the planes."""
         if len(perturbed) != 2 or not all(perturbed):
             return None
         a, b = node.operands
@@ -105,13 +106,13 @@ class Mul(Rule):
             if gate_node is not None and gate_node.op == "sigmoid" and tuple(gate_node.operands) == (x,):
                 return build.finish("silu", (x,))
         for factor, gate in ((a, b), (b, a)):
-            gelu = _erf_gelu(build, factor, gate)
+            gelu = _erf_gelu(build, factor, gate) or _tanh_gelu(build, factor, gate)
             if gelu is not None:
-                x, inner, outer = gelu
+                x, inner, form, outer = gelu
                 scaled = x if inner == 1.0 else build.add("mul", (x, inner), suffix="gelu_input")
                 if outer == 1.0:
-                    return build.finish("gelu", (scaled,), dict(approximate="none"))
-                return build.finish("mul", (build.add("gelu", (scaled,), dict(approximate="none")), outer))
+                    return build.finish("gelu", (scaled,), dict(approximate=form))
+                return build.finish("mul", (build.add("gelu", (scaled,), dict(approximate=form)), outer))
         return build.finish("product", (a, b))
 
     def specialize(self, attrs, operand_shapes, out_shape):
@@ -141,22 +142,43 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _erf_gelu(build, factor: Any, gate: Any):
-    """``(x, s, t)`` where ``factor · gate = k·x · (1 + erf(d·x))`` (``factor`` is ``x`` or ``k·x``; ``gate`` is
-    ``1 + erf(x·d)`` or ``1 + erf(x / c)``, ``d = 1/c``; ``k``, ``d`` numbers), else None. GELU is
-    ``y·(1 + erf(y/√2))/2``, so with ``y = √2·d·x`` the identity ``x·(1 + erf(d·x)) = (√2/d)·GELU(√2·d·x)`` holds
-    for every ``d ≠ 0``: the product is ``t·GELU(s·x)``, ``s = √2·d``, ``t = 2k/s``. It is how BERT's first
-    implementations and ONNX exports before opset 20 write GELU (``x/√2``, and ``/ 1.4142135`` in float32, where
-    ``s`` is 1 + 1.7e-8 and the exact identity still holds)."""
+def _scaled(build, operand: Any) -> Any:
+    """``(k, x)`` where ``operand`` is ``k·x`` or ``x·k`` (a number ``k``), else None."""
+    source = build.source(operand)
+    if source is None or source.op != "mul":
+        return None
+    left, right = source.operands
+    return (left, right) if _number(left) else (right, left) if _number(right) else None
+
+
+def _one_plus(build, gate: Any, op: str) -> Any:
+    """The ``op`` node in ``gate = 1 + op(·)`` (either order), else None."""
     gate_node = build.source(gate)
     if gate_node is None or gate_node.op != "add" or gate_node.attrs.get("alpha", 1) != 1:
         return None
     first, second = gate_node.operands
-    erf_ref = first if _number(second) and second == 1 else second if _number(first) and first == 1 else None
-    erf_node = build.source(erf_ref)
-    if erf_node is None or erf_node.op != "erf":
-        return None
-    argument = build.source(erf_node.operands[0])
+    inner = first if _number(second) and second == 1 else second if _number(first) and first == 1 else None
+    inner_node = build.source(inner)
+    return inner_node if inner_node is not None and inner_node.op == op else None
+
+
+def _gelu_factor(build, factor: Any, x: Any) -> Any:
+    """``k`` where ``factor`` is ``x`` (1) or ``k·x``, else None."""
+    if factor == x:
+        return 1.0
+    scaled = _scaled(build, factor)
+    return scaled[0] if scaled is not None and scaled[1] == x else None
+
+
+def _erf_gelu(build, factor: Any, gate: Any):
+    """``(x, s, "none", t)`` where ``factor · gate = k·x · (1 + erf(d·x))`` (``factor`` is ``x`` or ``k·x``; ``gate``
+    is ``1 + erf(x·d)`` or ``1 + erf(x / c)``, ``d = 1/c``; ``k``, ``d`` numbers), else None. GELU is
+    ``y·(1 + erf(y/√2))/2``, so with ``y = √2·d·x`` the identity ``x·(1 + erf(d·x)) = (√2/d)·GELU(√2·d·x)`` holds
+    for every ``d ≠ 0``: the product is ``t·GELU(s·x)``, ``s = √2·d``, ``t = 2k/s``. It is how BERT's first
+    implementations and ONNX exports before opset 20 write GELU (``x/√2``, and ``/ 1.4142135`` in float32, where
+    ``s`` is 1 + 1.7e-8 and the exact identity still holds)."""
+    erf = _one_plus(build, gate, "erf")
+    argument = None if erf is None else build.source(erf.operands[0])
     if argument is None or argument.op not in ("mul", "div"):
         return None
     left, right = argument.operands
@@ -166,16 +188,38 @@ def _erf_gelu(build, factor: Any, gate: Any):
         x, inner = (right, math.sqrt(2) * left) if _number(left) else (left, math.sqrt(2) * right)
     else:
         return None
-    k: Any = 1.0
-    if factor != x:
-        source = build.source(factor)
-        if source is None or source.op != "mul":
+    k = _gelu_factor(build, factor, x)
+    return None if k is None else (x, inner, "none", 2 * k / inner)
+
+
+GELU_TANH_BETA, GELU_TANH_KAPPA = math.sqrt(2 / math.pi), 0.044715  # GELU's tanh form: y/2·(1 + tanh(β(y + κy³)))
+
+
+def _tanh_gelu(build, factor: Any, gate: Any):
+    """``(x, s, "tanh", t)`` where ``factor · gate = k·x · (1 + tanh(a·(x + b·x³)))`` is ``t·GELU_tanh(s·x)``, else
+    None (GPT-2's ``NewGELUActivation`` writes it so). With ``y = s·x``, ``β(y + κy³) = a(x + b x³)`` needs
+    ``s = a/β`` and ``s² = b/κ``: only where both give the same ``s`` (to float64's rounding) is it GELU's tanh form,
+    and then ``t = 2k/s``."""
+    tanh = _one_plus(build, gate, "tanh")
+    scaled = None if tanh is None else _scaled(build, tanh.operands[0])
+    polynomial = None if scaled is None else build.source(scaled[1])
+    if polynomial is None or polynomial.op != "add" or polynomial.attrs.get("alpha", 1) != 1:
+        return None
+    a = scaled[0]
+    for x, cubic in (polynomial.operands, polynomial.operands[::-1]):
+        term = _scaled(build, cubic)
+        power = None if term is None else build.source(term[1])
+        if power is None or power.op != "pow" or power.attrs.get("exponent") != 3 or tuple(power.operands) != (x,):
+            continue
+        b = term[0]
+        if not (a > 0 and b > 0):
             return None
-        left, right = source.operands
-        k, other = (left, right) if _number(left) else (right, left)
-        if not _number(k) or other != x:
+        s = a / GELU_TANH_BETA
+        if abs(s * s - b / GELU_TANH_KAPPA) > 8 * 2.0 ** -52 * s * s:
             return None
-    return x, inner, 2 * k / inner
+        k = _gelu_factor(build, factor, x)
+        return None if k is None else (x, s, "tanh", 2 * k / s)
+    return None
 
 
 @rule("div", spellings=(operator.truediv, operator.itruediv, torch.div, torch.true_divide, method("div"),

@@ -136,3 +136,37 @@ def test_a_product_with_erf_of_another_tensor_or_without_the_one_stays_a_product
     for spelled in (lambda t: t * (1.0 + torch.erf(t.flip(-1) / 1.5)), lambda t: t * (2.0 + torch.erf(t / 1.5)),
                     lambda t: t * torch.erf(t / 1.5)):
         assert "product" in {n.op for n in BoundedModule(Chain([first, spelled]), x).program("crown").graph}
+
+
+@pytest.mark.parametrize("spelled, scale", [
+    (lambda t: 0.5 * t * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (t + 0.044715 * torch.pow(t, 3.0)))), None),
+    (lambda t: t * (1.0 + torch.tanh((0.044715 * 4.0 * t ** 3 + t) * (2 * math.sqrt(2.0 / math.pi)))), 2.0),
+])
+def test_gpt2s_tanh_gelu_is_the_tanh_gelu_rule_sound_and_tight(spelled, scale):
+    """GPT-2's ``NewGELUActivation`` spelling, ``0.5·x·(1 + tanh(√(2/π)(x + 0.044715·x³)))``, gets
+    ``nn.GELU(approximate="tanh")``'s bounds from every method, and a rescaled one (``s = 2``: ``a = 2β``,
+    ``b = 4κ``) is ``t·GELU_tanh(s·x)``, sound."""
+    torch.manual_seed(0)
+    first, last = nn.Linear(3, 4).to(DTYPE), nn.Linear(4, 2).to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    model = Chain([first, spelled, last])
+    bm = BoundedModule(model, x)
+    ops = {n.op for n in bm.program("crown").graph}
+    assert "gelu" in ops and "product" not in ops and "tanh" not in ops
+    if scale is None:
+        gelu = BoundedModule(Chain([first, nn.GELU(approximate="tanh"), last]), x)
+        for method in ("ibp", "crown-ibp", "crown", "lbp"):
+            torch.testing.assert_close(tuple(bm.bounds(x, LinfBall(0.3), method)),
+                                       tuple(gelu.bounds(x, LinfBall(0.3), method)), rtol=1e-12, atol=1e-12)
+    assert_sound_all_methods(model, x, LinfBall(0.3))
+
+
+def test_a_tanh_of_a_cubic_that_is_not_gelus_stays_a_product():
+    """``x·(1 + tanh(a(x + b x³)))`` with ``(a/β)² ≠ b/κ`` is no scaled GELU: the bilinear product bounds it."""
+    torch.manual_seed(0)
+    first = nn.Linear(3, 4).to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    spelled = lambda t: t * (1.0 + torch.tanh(0.8 * (t + 0.05 * torch.pow(t, 3.0))))  # noqa: E731
+    bm = BoundedModule(Chain([first, spelled]), x)
+    assert "product" in {n.op for n in bm.program("crown").graph}
+    assert_sound_all_methods(Chain([first, spelled]), x, LinfBall(0.3))
