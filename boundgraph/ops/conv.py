@@ -166,7 +166,7 @@ class ConvTranspose3d(ConvTranspose):
 
 def transpose_conv2d(A: Tensor, weight: Tensor, stride, padding, dilation, groups, output_padding) -> Tensor:
     """The transpose of ``conv2d(·, weight)`` applied to ``A``: ``conv_transpose2d``, computed by the fastest of up
-    to three equal ways for this shape, measured once per shape (``_fastest``): ``F.conv_transpose2d``; for stride
+    to four equal ways for this shape, measured once per shape (``_fastest``): ``F.conv_transpose2d``; for stride
     1, the convolution with the flipped kernel; for few input channels, a matrix product and ``fold`` (col2im);
     for strides above 1, one of stride 1 over the output's phases (``_by_phases``).
     Which wins depends on the shape: on this project's CPU ``conv_transpose2d`` was 2.3× faster than the flipped
