@@ -146,6 +146,18 @@ class _Reshape(nn.Module):
         return x.reshape(-1, *self.shape)
 
 
+class _Expand(nn.Module):
+    """``x.expand(batch, *shape)``: an ONNX ``Expand`` to a shape computed from the input's (a squeeze-excite gate
+    broadcast over its feature map), its batch dimension kept."""
+
+    def __init__(self, shape: tuple) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: Any) -> Any:
+        return x.expand(x.shape[0], *self.shape)
+
+
 class _Slice(nn.Module):
     """``x[index]``: an ONNX ``Slice`` by constants (never on the batch dimension)."""
 
@@ -224,9 +236,9 @@ def _arithmetic() -> dict:
 
 
 def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
-    """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad`` and ``Resize`` modules whose shape
-    operands are constants (initializers), and ``Pow`` by a one-element constant, replaced by plain torch modules
-    with those constants built in; ``Add``, ``Sub``, ``Mul`` and ``Div`` by a one-element floating constant become
+    """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad``, ``Resize`` and ``Expand`` modules
+    whose shape operands are constants (initializers), and ``Pow`` by a one-element constant, replaced by plain torch
+    modules with those constants built in; ``Add``, ``Sub``, ``Mul`` and ``Div`` by a one-element floating constant become
     the Python operator with the number (so that rewrites that read numbers see them: GELU as ``x·(1 + erf(x/√2))``,
     ``ops/arithmetic.py``).
     onnx2torch's own take them as tensors at run time (``split.tolist()``, loops over ``starts``), which no
@@ -238,6 +250,7 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
     an error."""
     import torch
     from torch.fx.passes.shape_prop import ShapeProp
+    from onnx2torch.node_converters import expand as onnx_expand
     from onnx2torch.node_converters import pad as onnx_pad, pow as onnx_pow, reshape as onnx_reshape
     from onnx2torch.node_converters import resize as onnx_resize
     from onnx2torch.node_converters import slice as onnx_slice
@@ -344,6 +357,8 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             while len(pads) >= 2 and pads[-2:] == [0, 0]:
                 pads = pads[:-2]  # torch's order ends with the leading (batch, channel) dimensions' pads
             replacement = _Pad(pads, target.mode, value)
+        elif isinstance(target, onnx_expand.OnnxExpand) and operands and operands[0] is not None:
+            replacement = _Expand(tuple(node.meta["tensor_meta"].shape)[1:])
         elif isinstance(target, onnx_pow.OnnxPow) and operands and isinstance(operands[0], torch.Tensor) \
                 and operands[0].numel() == 1:
             replacement = _Power(float(operands[0]))

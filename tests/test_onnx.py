@@ -188,3 +188,22 @@ def test_convnext_exported_with_erf_and_a_power_by_a_constant_loads_and_bounds_a
         for found, wanted in zip(ours, expected):
             assert ((found - wanted).abs() <= within * width).all(), method
         assert_sound(bm, x, LinfBall(0.01), method, n=8)
+
+
+def test_squeeze_excite_whose_gate_is_expanded_to_a_computed_shape_bounds_as_the_original(tmp_path):
+    """The exporter broadcasts squeeze-excite's gate with ``Expand`` to ``Shape`` of the feature map (computed at run
+    time, which no trace follows): it loads as ``x.expand(batch, *shape)`` and bounds exactly as the torch model."""
+    from tests.sequence_models import build
+
+    model, (x,) = build("squeeze_excite", dtype=torch.float32)
+    torch.onnx.export(model.eval(), (x[:1],), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    loaded = load(tmp_path / "m.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    loaded, model, x = loaded.double(), model.double(), x.double()
+    for method in ("ibp", "crown"):
+        with torch.no_grad():
+            ours = BoundedModule(loaded, x).bounds(x, LinfBall(0.01), method)
+            expected = BoundedModule(model, x).bounds(x, LinfBall(0.01), method)
+        torch.testing.assert_close(tuple(ours), tuple(expected), rtol=1e-9, atol=1e-12, msg=method)
