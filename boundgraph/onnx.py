@@ -158,6 +158,61 @@ class _Expand(nn.Module):
         return x.expand(x.shape[0], *self.shape)
 
 
+class _BatchExpand(nn.Module):
+    """A constant ``(1, ...)`` expanded to ``(batch, *shape)``, the batch read from the model's input: an ONNX
+    ``Expand`` whose shape the exporter computes from the input's (a ViT's class token, ``cls.expand(batch, -1, -1)``)."""
+
+    def __init__(self, value: Any, shape: tuple) -> None:
+        super().__init__()
+        self.constant = nn.Parameter(value.detach().clone(), requires_grad=False)  # fx proxies a parameter
+        self.shape = shape
+
+    def forward(self, x: Any) -> Any:
+        return self.constant.expand(x.shape[0], *self.shape)
+
+
+class _Squeeze(nn.Module):
+    """``x.squeeze(axes)``: an ONNX ``Squeeze`` by constant axes (given as an input, opset 13 on)."""
+
+    def __init__(self, axes: tuple) -> None:
+        super().__init__()
+        self.axes = axes
+
+    def forward(self, x: Any) -> Any:
+        return x.squeeze(self.axes)
+
+
+class _Unsqueeze(nn.Module):
+    """``x.unsqueeze(a)`` for each of the constant axes, in increasing order of the output's (ONNX ``Unsqueeze``)."""
+
+    def __init__(self, axes: tuple, rank: int) -> None:
+        super().__init__()
+        self.axes = tuple(sorted(a % rank for a in axes))
+
+    def forward(self, x: Any) -> Any:
+        for axis in self.axes:
+            x = x.unsqueeze(axis)
+        return x
+
+
+class _Take(nn.Module):
+    """ONNX ``Gather`` by constant indices (``numpy.take``): ``x[..., i]`` on ``axis`` for one index, else
+    ``index_select``."""
+
+    def __init__(self, axis: int, index: Any) -> None:
+        super().__init__()
+        self.axis, self.index = axis, index
+
+    def forward(self, x: Any) -> Any:
+        import torch
+
+        if isinstance(self.index, int):
+            return x[(slice(None),) * self.axis + (self.index,)]
+        return x[(slice(None),) * self.axis + (slice(self.index[0], self.index[-1] + 1),)] if (
+            self.index == list(range(self.index[0], self.index[-1] + 1))) else x.index_select(
+            self.axis, torch.tensor(self.index, device=x.device))
+
+
 class _Slice(nn.Module):
     """``x[index]``: an ONNX ``Slice`` by constants (never on the batch dimension)."""
 
@@ -236,8 +291,8 @@ def _arithmetic() -> dict:
 
 
 def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
-    """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad``, ``Resize`` and ``Expand`` modules
-    whose shape operands are constants (initializers), and ``Pow`` by a one-element constant, replaced by plain torch
+    """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad``, ``Resize``, ``Expand`` and
+    ``Squeeze``/``Unsqueeze`` (by axes given as an input) and ``Gather`` modules whose shape or index operands are constants (initializers), and ``Pow`` by a one-element constant, replaced by plain torch
     modules with those constants built in; ``Add``, ``Sub``, ``Mul`` and ``Div`` by a one-element floating constant become
     the Python operator with the number (so that rewrites that read numbers see them: GELU as ``x·(1 + erf(x/√2))``,
     ``ops/arithmetic.py``).
@@ -250,7 +305,8 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
     an error."""
     import torch
     from torch.fx.passes.shape_prop import ShapeProp
-    from onnx2torch.node_converters import expand as onnx_expand
+    from onnx2torch.node_converters import expand as onnx_expand, gather as onnx_gather
+    from onnx2torch.node_converters import squeeze as onnx_squeeze, unsqueeze as onnx_unsqueeze
     from onnx2torch.node_converters import pad as onnx_pad, pow as onnx_pow, reshape as onnx_reshape
     from onnx2torch.node_converters import resize as onnx_resize
     from onnx2torch.node_converters import slice as onnx_slice
@@ -268,19 +324,28 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
                 all(i in static for i in inputs)):  # a module without inputs (OnnxConstant) is a constant
             static.add(node)
     values: dict = {}
+    values_twice: dict = {}  # the same at batch 2, where the file allows it
 
     class Recorder(torch.fx.Interpreter):
+        def __init__(self, into: dict) -> None:
+            super().__init__(module)
+            self.into = into
+
         def run_node(self, node: Any) -> Any:
             result = super().run_node(node)
             if node in static:
-                values[node] = result
+                self.into[node] = result
             return result
 
     with torch.no_grad(), warnings.catch_warnings():
         # onnx2torch's own Slice indexes with a list, which torch deprecates; its modules run here once, never after
         warnings.filterwarnings("ignore", "Using a non-tuple sequence for multidimensional indexing", UserWarning)
         expected = module(example)
-        Recorder(module).run(example)
+        Recorder(values).run(example)
+        try:
+            Recorder(values_twice).run(torch.cat([example, example]))
+        except Exception:
+            values_twice.clear()
         ShapeProp(module).propagate(example)
 
     def constant(arg: Any) -> Any:
@@ -292,9 +357,15 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
     from onnx2torch.node_converters import constant as onnx_constant
 
     def number(arg: Any) -> Any:
-        """A one-element floating constant (an initializer or ``Constant`` node) as a Python number, else None."""
-        if not (isinstance(arg, torch.fx.Node) and arg in values and (arg.op == "get_attr" or (
-                arg.op == "call_module" and isinstance(module.get_submodule(arg.target), onnx_constant.OnnxConstant)))):
+        """A one-element floating constant as a Python number, else None: an initializer or ``Constant`` node, or a
+        value computed from shapes that is the same at batch 2 (a head's ``1/√d`` in attention)."""
+        if not (isinstance(arg, torch.fx.Node) and arg in values):
+            return None
+        given = arg.op == "get_attr" or (
+            arg.op == "call_module" and isinstance(module.get_submodule(arg.target), onnx_constant.OnnxConstant))
+        if not given and not (arg in values_twice and isinstance(values[arg], torch.Tensor)
+                              and isinstance(values_twice[arg], torch.Tensor)
+                              and torch.equal(values[arg], values_twice[arg])):
             return None
         value = values[arg]
         return float(value) if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() == 1 \
@@ -317,6 +388,24 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
         args = (node.args[0], second) if second is not None else (first, node.args[1])
         with graph.inserting_after(node):
             new = graph.call_function(function, args)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        changed = True
+
+    inputs = [node for node in graph.nodes if node.op == "placeholder"]
+    for node in list(graph.nodes):  # a constant expanded to the batch (ViT's class token): by the input's batch
+        if (node.op != "call_module" or node not in static or len(inputs) != 1
+                or not isinstance(module.get_submodule(node.target), onnx_expand.OnnxExpand)):
+            continue
+        once, twice, source = values.get(node), values_twice.get(node), values.get(node.args[0])
+        if not (isinstance(once, torch.Tensor) and isinstance(twice, torch.Tensor) and isinstance(source, torch.Tensor)
+                and once.dim() >= 1 and once.shape[0] == example.shape[0] == 1 and twice.shape[0] == 2
+                and source.dim() == once.dim() and source.shape[0] == 1 and torch.equal(twice, once.expand_as(twice))):
+            continue
+        name = f"{node.target}_by_batch"
+        module.add_submodule(name, _BatchExpand(source, tuple(once.shape[1:])))
+        with graph.inserting_after(node):
+            new = graph.call_module(name, (inputs[0],))
         node.replace_all_uses_with(new)
         graph.erase_node(node)
         changed = True
@@ -357,6 +446,15 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             while len(pads) >= 2 and pads[-2:] == [0, 0]:
                 pads = pads[:-2]  # torch's order ends with the leading (batch, channel) dimensions' pads
             replacement = _Pad(pads, target.mode, value)
+        elif isinstance(target, (onnx_squeeze.OnnxSqueezeDynamicAxes, onnx_unsqueeze.OnnxUnsqueezeDynamicAxes)) \
+                and operands and isinstance(operands[0], torch.Tensor) and operands[0].numel():
+            axes = tuple(int(a) for a in operands[0].flatten().tolist())
+            replacement = _Squeeze(axes) if isinstance(target, onnx_squeeze.OnnxSqueezeDynamicAxes) else _Unsqueeze(
+                axes, len(node.meta["tensor_meta"].shape))
+        elif isinstance(target, onnx_gather.OnnxGather) and operands and isinstance(operands[0], torch.Tensor) \
+                and operands[0].dim() <= 1 and not operands[0].is_floating_point():
+            rank = len(node.meta["tensor_meta"].shape) + 1 - operands[0].dim()  # the data's: Gather drops the axis
+            replacement = _Take(target._axis % rank, operands[0].tolist())
         elif isinstance(target, onnx_expand.OnnxExpand) and operands and operands[0] is not None:
             replacement = _Expand(tuple(node.meta["tensor_meta"].shape)[1:])
         elif isinstance(target, onnx_pow.OnnxPow) and operands and isinstance(operands[0], torch.Tensor) \

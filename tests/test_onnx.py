@@ -207,3 +207,35 @@ def test_squeeze_excite_whose_gate_is_expanded_to_a_computed_shape_bounds_as_the
             ours = BoundedModule(loaded, x).bounds(x, LinfBall(0.01), method)
             expected = BoundedModule(model, x).bounds(x, LinfBall(0.01), method)
         torch.testing.assert_close(tuple(ours), tuple(expected), rtol=1e-9, atol=1e-12, msg=method)
+
+
+class ClassToken(nn.Module):
+    """A ViT's class token, ``cls.expand(batch, -1, -1)`` (an ``Expand`` to a shape the exporter computes from the
+    input's), prepended to the tokens; then ``Unsqueeze``/``Squeeze`` by axes (an input from opset 13 on) and the
+    class token's output picked by ``Gather`` with a constant index."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, 4))
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1)
+        return torch.relu(self.lin(tokens)).unsqueeze(1).squeeze(1)[:, 0]
+
+
+def test_a_class_token_expanded_to_the_batch_a_squeeze_by_axes_and_a_gather_load_and_bound_as_the_original(
+        tmp_path):
+    torch.manual_seed(0)
+    model = ClassToken().eval()
+    export(model, (3, 4), tmp_path / "m.onnx")
+    loaded = load(tmp_path / "m.onnx")
+    assert "Expand_by_batch" in dict(loaded.named_modules())
+    x = torch.rand(3, 3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    for method in ("ibp", "crown"):
+        with torch.no_grad():
+            ours = BoundedModule(loaded, x).bounds(x, LinfBall(0.1), method)
+            expected = BoundedModule(model, x).bounds(x, LinfBall(0.1), method)
+        torch.testing.assert_close(tuple(ours), tuple(expected), rtol=1e-5, atol=1e-6, msg=method)
