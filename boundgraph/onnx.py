@@ -160,7 +160,8 @@ class _Expand(nn.Module):
 
 class _BatchExpand(nn.Module):
     """A constant ``(1, ...)`` expanded to ``(batch, *shape)``, the batch read from the model's input: an ONNX
-    ``Expand`` whose shape the exporter computes from the input's (a ViT's class token, ``cls.expand(batch, -1, -1)``)."""
+    ``Expand`` whose shape the exporter computes from the input's (a ViT's class token,
+    ``cls.expand(batch, -1, -1)``)."""
 
     def __init__(self, value: Any, shape: tuple) -> None:
         super().__init__()
@@ -291,11 +292,12 @@ def _arithmetic() -> dict:
 
 
 def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
-    """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad``, ``Resize``, ``Expand`` and
-    ``Squeeze``/``Unsqueeze`` (by axes given as an input) and ``Gather`` modules whose shape or index operands are constants (initializers), and ``Pow`` by a one-element constant, replaced by plain torch
-    modules with those constants built in; ``Add``, ``Sub``, ``Mul`` and ``Div`` by a one-element floating constant become
-    the Python operator with the number (so that rewrites that read numbers see them: GELU as ``x·(1 + erf(x/√2))``,
-    ``ops/arithmetic.py``).
+    """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad``, ``Resize``, ``Expand``,
+    ``Squeeze``/``Unsqueeze`` (axes given as an input) and ``Gather`` modules whose shape or index operands are
+    constants (initializers), and ``Pow`` by a one-element constant, replaced by plain torch modules with those
+    constants built in; ``Add``, ``Sub``, ``Mul`` and ``Div`` by a one-element floating constant become the Python
+    operator with the number (so that rewrites that read numbers see them: GELU as ``x·(1 + erf(x/√2))``,
+    ``ops/arithmetic.py``); a constant expanded to the batch (a class token) reads the batch from the input.
     onnx2torch's own take them as tensors at run time (``split.tolist()``, loops over ``starts``), which no
     symbolic trace can follow; with the constants in the module, ``BoundedModule`` traces the graph like any
     other. An operand counts as constant when it depends on initializers and ``Shape`` only (the exporter
