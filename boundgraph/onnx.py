@@ -203,15 +203,15 @@ class _Take(nn.Module):
     def __init__(self, axis: int, index: Any) -> None:
         super().__init__()
         self.axis, self.index = axis, index
+        if not isinstance(index, int) and index and index == list(range(index[0], index[-1] + 1)):
+            self.index = slice(index[0], index[-1] + 1)  # consecutive indices: a slice
 
     def forward(self, x: Any) -> Any:
         import torch
 
-        if isinstance(self.index, int):
+        if isinstance(self.index, (int, slice)):
             return x[(slice(None),) * self.axis + (self.index,)]
-        return x[(slice(None),) * self.axis + (slice(self.index[0], self.index[-1] + 1),)] if (
-            self.index == list(range(self.index[0], self.index[-1] + 1))) else x.index_select(
-            self.axis, torch.tensor(self.index, device=x.device))
+        return x.index_select(self.axis, torch.tensor(self.index, device=x.device))
 
 
 class _Slice(nn.Module):
@@ -289,6 +289,14 @@ def _arithmetic() -> dict:
     table = onnx_math._TORCH_FUNCTION_FROM_ONNX_TYPE
     return {table["Add"]: operator.add, table["Sub"]: operator.sub, table["Mul"]: operator.mul,
             table["Div"]: operator.truediv}
+
+
+def _swap(graph: Any, node: Any, kind: str, target: Any, args: tuple) -> None:
+    """Put a new ``kind`` node (``call_module``, ``call_function``) of ``target`` on ``args`` in ``node``'s place."""
+    with graph.inserting_after(node):
+        new = graph.create_node(kind, target, args)
+    node.replace_all_uses_with(new)
+    graph.erase_node(node)
 
 
 def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
@@ -373,6 +381,7 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
         return float(value) if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() == 1 \
             else None
 
+    arithmetic = _arithmetic()
     for node in list(graph.nodes):  # x + c, x · c, c / x ... by a one-element constant: the number in the graph
         if node.op != "call_module" or node in static or len(node.args) != 2:
             continue
@@ -386,12 +395,8 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
         meta = other.meta.get("tensor_meta") if isinstance(other, torch.fx.Node) else None
         if meta is None or getattr(meta, "dtype", None) != values[constant_arg].dtype:
             continue  # a number would be taken in the other operand's dtype: only where the constant's is the same
-        function = _arithmetic()[target.math_op_function]
         args = (node.args[0], second) if second is not None else (first, node.args[1])
-        with graph.inserting_after(node):
-            new = graph.call_function(function, args)
-        node.replace_all_uses_with(new)
-        graph.erase_node(node)
+        _swap(graph, node, "call_function", arithmetic[target.math_op_function], args)
         changed = True
 
     inputs = [node for node in graph.nodes if node.op == "placeholder"]
@@ -406,10 +411,7 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             continue
         name = f"{node.target}_by_batch"
         module.add_submodule(name, _BatchExpand(source, tuple(once.shape[1:])))
-        with graph.inserting_after(node):
-            new = graph.call_module(name, (inputs[0],))
-        node.replace_all_uses_with(new)
-        graph.erase_node(node)
+        _swap(graph, node, "call_module", name, (inputs[0],))
         changed = True
 
     for node in list(graph.nodes):
@@ -466,10 +468,7 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             continue
         name = f"{node.target}_constant"
         module.add_submodule(name, replacement)
-        with graph.inserting_after(node):
-            new = graph.call_module(name, (node.args[0],))
-        node.replace_all_uses_with(new)
-        graph.erase_node(node)
+        _swap(graph, node, "call_module", name, (node.args[0],))
         changed = True
     if not changed:
         return module

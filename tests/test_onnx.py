@@ -153,8 +153,7 @@ def test_families_whose_export_computes_shapes_load_with_the_originals_outputs_a
     from tests.families import build
 
     model, x = build(name, dtype=torch.float32)
-    torch.onnx.export(model.eval(), (x[:1],), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    export(model, x.shape[1:], tmp_path / "m.onnx")
     loaded = load(tmp_path / "m.onnx")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-5)
@@ -173,8 +172,7 @@ def test_convnext_exported_with_erf_and_a_power_by_a_constant_loads_and_bounds_a
     from tests.sequence_models import build
 
     model, (x,) = build("convnext", dtype=torch.float32)
-    torch.onnx.export(model.eval(), (x[:1],), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    export(model, x.shape[1:], tmp_path / "m.onnx")
     loaded = load(tmp_path / "m.onnx")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-5)
@@ -196,8 +194,7 @@ def test_squeeze_excite_whose_gate_is_expanded_to_a_computed_shape_bounds_as_the
     from tests.sequence_models import build
 
     model, (x,) = build("squeeze_excite", dtype=torch.float32)
-    torch.onnx.export(model.eval(), (x[:1],), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    export(model, x.shape[1:], tmp_path / "m.onnx")
     loaded = load(tmp_path / "m.onnx")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))

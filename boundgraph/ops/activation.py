@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .. import nn as boundgraph_nn
 from ..ir import Interval
-from .base import LINE_STRATEGIES, Lines, Nonlinear, Several, method, rule
+from .base import LINE_STRATEGIES, Lines, Nonlinear, Several, is_number, method, rule
 from .elementwise import Elementwise
 
 aten = torch.ops.aten
@@ -696,7 +696,7 @@ class Pow(Elementwise):
         if call.spelling in (torch.rsqrt, method("rsqrt"), aten.rsqrt.default):
             return (call.arg(0, "input"),), dict(exponent=-0.5)
         exponent = call.arg(1, "exponent")
-        if not isinstance(exponent, (int, float)) or isinstance(exponent, bool):
+        if not is_number(exponent):
             raise call.fail("a power with a tensor exponent, or of a constant base, is not supported; only z ** p "
                             "with a constant number p")
         return (call.arg(0, "input"),), dict(exponent=float(exponent))

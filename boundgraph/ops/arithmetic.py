@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..ir import Interval
-from .base import Rule, constant_times_A, method, rule, unbroadcast
+from .base import Rule, constant_times_A, is_number, method, rule, unbroadcast
 
 aten = torch.ops.aten
 _SUB = (operator.sub, operator.isub, torch.sub, method("sub"), method("sub_"), aten.sub.Tensor)
@@ -138,17 +138,13 @@ class Mul(Rule):
         return (None, unbroadcast(A * _as_operand_of(self.factor(a, A), A), shapes[1])), 0
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _scaled(build, operand: Any) -> Any:
     """``(k, x)`` where ``operand`` is ``k·x`` or ``x·k`` (a number ``k``), else None."""
     source = build.source(operand)
     if source is None or source.op != "mul":
         return None
     left, right = source.operands
-    return (left, right) if _number(left) else (right, left) if _number(right) else None
+    return (left, right) if is_number(left) else (right, left) if is_number(right) else None
 
 
 def _one_plus(build, gate: Any, op: str) -> Any:
@@ -157,7 +153,7 @@ def _one_plus(build, gate: Any, op: str) -> Any:
     if gate_node is None or gate_node.op != "add" or gate_node.attrs.get("alpha", 1) != 1:
         return None
     first, second = gate_node.operands
-    inner = first if _number(second) and second == 1 else second if _number(first) and first == 1 else None
+    inner = first if is_number(second) and second == 1 else second if is_number(first) and first == 1 else None
     inner_node = build.source(inner)
     return inner_node if inner_node is not None and inner_node.op == op else None
 
@@ -179,14 +175,16 @@ def _erf_gelu(build, factor: Any, gate: Any):
     ``s`` is 1 + 1.7e-8 and the exact identity still holds)."""
     erf = _one_plus(build, gate, "erf")
     argument = None if erf is None else build.source(erf.operands[0])
-    if argument is None or argument.op not in ("mul", "div"):
-        return None
-    left, right = argument.operands
-    if argument.op == "div" and _number(right) and right != 0:
-        x, inner = left, math.sqrt(2) / right
-    elif argument.op == "mul" and (_number(left) or _number(right)) and (left if _number(left) else right) != 0:
-        x, inner = (right, math.sqrt(2) * left) if _number(left) else (left, math.sqrt(2) * right)
+    if argument is not None and argument.op == "div" and is_number(argument.operands[1]):
+        x, c = argument.operands
+        inner = math.sqrt(2) / c if c != 0 else 0.0
     else:
+        scaled = None if erf is None else _scaled(build, erf.operands[0])
+        if scaled is None:
+            return None
+        d, x = scaled
+        inner = math.sqrt(2) * d
+    if inner == 0:
         return None
     k = _gelu_factor(build, factor, x)
     return None if k is None else (x, inner, "none", 2 * k / inner)

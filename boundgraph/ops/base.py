@@ -424,6 +424,11 @@ def affine_interval(x: Interval, apply: Callable[[Tensor, Tensor, Optional[Tenso
     return Interval(mid - rad, mid + rad)
 
 
+def is_number(value: Any) -> bool:
+    """A Python number given to an op (``int`` or ``float``; not ``bool``, which torch takes as a mask)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def spec_dot(A: Tensor, x: Tensor) -> Tensor:
     """Per-example inner products of each spec row of ``A`` (``(batch, specs, ...)``) with ``x``
     (``(batch, ...)``): ``(batch, specs)``, as the batched row-times-matrix product ``xᵀ Aᵀ`` (``_SpecDot``)."""

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ir import Interval, Ref
-from .base import Rule, Several, method, rule, spec_dot
+from .base import Rule, Several, is_number, method, rule, spec_dot
 from .constant import Slot, fill
 
 aten = torch.ops.aten
@@ -467,7 +467,7 @@ class Where(Structural):
             condition, a, b = call.arg(1, "condition"), call.arg(0, "input"), call.arg(2, "other")
         else:
             condition, a, b = call.arg(0, "condition"), call.arg(1, "input"), call.arg(2, "other")
-        numbers = [v for v in (a, b) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        numbers = [v for v in (a, b) if is_number(v)]
         return (condition, a, b), dict(constant=any(v != 0 for v in numbers))
 
     def offset(self, constant=False):

@@ -103,32 +103,6 @@ def test_x_times_its_own_sigmoid_is_silu_with_silus_bounds_and_a_sigmoid_of_anot
     assert "product" in {n.op for n in other.program("crown").graph}
 
 
-@pytest.mark.parametrize("spelled, inner", [
-    (lambda t: 0.5 * t * (1.0 + torch.erf(t / math.sqrt(2.0))), None),  # BERT's first gelu: nn.GELU's bounds
-    (lambda t: t * (torch.erf(t * 0.7071067811865476) + 1) * 0.5, None),
-    (lambda t: t * 0.5 * (1.0 + torch.erf(t / 1.4142135381698608)), 1.4142135381698608),  # float32's √2 (ONNX)
-    (lambda t: t * (1.0 + torch.erf(0.8 * t)), 0.8),  # any d: x·(1 + erf(d·x)) = (√2/d)·GELU(√2·d·x)
-    (lambda t: 3.0 * t * (1.0 + torch.erf(t * -1.3)), -1.3),
-])
-def test_x_times_one_plus_erf_of_a_multiple_of_x_is_a_scaled_gelu_sound_and_tight(spelled, inner):
-    """``k·x·(1 + erf(d·x))`` becomes ``t·GELU(s·x)`` (``ops/arithmetic._erf_gelu``, an exact identity), not the
-    bilinear product: with ``d = 1/√2`` every method gives ``nn.GELU``'s bounds, and for any ``d`` every method's
-    bounds hold on sampled points."""
-    torch.manual_seed(0)
-    first, last = nn.Linear(3, 4).to(DTYPE), nn.Linear(4, 2).to(DTYPE)
-    x = torch.randn(2, 3, dtype=DTYPE)
-    model = Chain([first, spelled, last])
-    bm = BoundedModule(model, x)
-    ops = {n.op for n in bm.program("crown").graph}
-    assert "gelu" in ops and "product" not in ops and "erf" not in ops
-    if inner is None:
-        gelu = BoundedModule(Chain([first, nn.GELU(), last]), x)
-        for method in ("ibp", "crown-ibp", "crown", "lbp"):
-            torch.testing.assert_close(tuple(bm.bounds(x, LinfBall(0.3), method)),
-                                       tuple(gelu.bounds(x, LinfBall(0.3), method)), rtol=1e-12, atol=1e-12)
-    assert_sound_all_methods(model, x, LinfBall(0.3))
-
-
 def test_a_product_with_erf_of_another_tensor_or_without_the_one_stays_a_product():
     torch.manual_seed(0)
     first = nn.Linear(3, 4).to(DTYPE)
@@ -138,23 +112,31 @@ def test_a_product_with_erf_of_another_tensor_or_without_the_one_stays_a_product
         assert "product" in {n.op for n in BoundedModule(Chain([first, spelled]), x).program("crown").graph}
 
 
-@pytest.mark.parametrize("spelled, scale", [
-    (lambda t: 0.5 * t * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (t + 0.044715 * torch.pow(t, 3.0)))), None),
-    (lambda t: t * (1.0 + torch.tanh((0.044715 * 4.0 * t ** 3 + t) * (2 * math.sqrt(2.0 / math.pi)))), 2.0),
+@pytest.mark.parametrize("spelled, same_as, inner_op", [
+    # k·x·(1 + erf(d·x)) = t·GELU(s·x), s = √2·d (ops/arithmetic._erf_gelu, an exact identity)
+    (lambda t: 0.5 * t * (1.0 + torch.erf(t / math.sqrt(2.0))), nn.GELU(), "erf"),  # BERT's first gelu
+    (lambda t: t * (torch.erf(t * 0.7071067811865476) + 1) * 0.5, nn.GELU(), "erf"),
+    (lambda t: t * 0.5 * (1.0 + torch.erf(t / 1.4142135381698608)), None, "erf"),  # float32's √2 (ONNX)
+    (lambda t: t * (1.0 + torch.erf(0.8 * t)), None, "erf"),  # any d
+    (lambda t: 3.0 * t * (1.0 + torch.erf(t * -1.3)), None, "erf"),
+    # GPT-2's NewGELUActivation, and a rescaled one (s = 2: a = 2β, b = 4κ) (ops/arithmetic._tanh_gelu)
+    (lambda t: 0.5 * t * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (t + 0.044715 * torch.pow(t, 3.0)))),
+     nn.GELU(approximate="tanh"), "tanh"),
+    (lambda t: t * (1.0 + torch.tanh((0.044715 * 4.0 * t ** 3 + t) * (2 * math.sqrt(2.0 / math.pi)))), None, "tanh"),
 ])
-def test_gpt2s_tanh_gelu_is_the_tanh_gelu_rule_sound_and_tight(spelled, scale):
-    """GPT-2's ``NewGELUActivation`` spelling, ``0.5·x·(1 + tanh(√(2/π)(x + 0.044715·x³)))``, gets
-    ``nn.GELU(approximate="tanh")``'s bounds from every method, and a rescaled one (``s = 2``: ``a = 2β``,
-    ``b = 4κ``) is ``t·GELU_tanh(s·x)``, sound."""
+def test_a_spelt_out_gelu_is_a_scaled_gelu_rule_sound_and_tight(spelled, same_as, inner_op):
+    """GELU written out, ``k·x·(1 + erf(d·x))`` or ``k·x·(1 + tanh(a(x + b x³)))`` with GELU's ratio of ``a`` and
+    ``b``, becomes ``t·GELU(s·x)``, not the bilinear product: where it is ``nn.GELU`` exactly (``same_as``) every
+    method gives that module's bounds, and every method's bounds hold on sampled points."""
     torch.manual_seed(0)
     first, last = nn.Linear(3, 4).to(DTYPE), nn.Linear(4, 2).to(DTYPE)
     x = torch.randn(2, 3, dtype=DTYPE)
     model = Chain([first, spelled, last])
     bm = BoundedModule(model, x)
     ops = {n.op for n in bm.program("crown").graph}
-    assert "gelu" in ops and "product" not in ops and "tanh" not in ops
-    if scale is None:
-        gelu = BoundedModule(Chain([first, nn.GELU(approximate="tanh"), last]), x)
+    assert "gelu" in ops and "product" not in ops and inner_op not in ops
+    if same_as is not None:
+        gelu = BoundedModule(Chain([first, same_as, last]), x)
         for method in ("ibp", "crown-ibp", "crown", "lbp"):
             torch.testing.assert_close(tuple(bm.bounds(x, LinfBall(0.3), method)),
                                        tuple(gelu.bounds(x, LinfBall(0.3), method)), rtol=1e-12, atol=1e-12)
