@@ -295,6 +295,7 @@ def _swap(graph: Any, node: Any, kind: str, target: Any, args: tuple) -> None:
     """Put a new ``kind`` node (``call_module``, ``call_function``) of ``target`` on ``args`` in ``node``'s place."""
     with graph.inserting_after(node):
         new = graph.create_node(kind, target, args)
+    new.meta = dict(node.meta)  # the same value: its recorded shape and dtype hold
     node.replace_all_uses_with(new)
     graph.erase_node(node)
 
@@ -365,6 +366,7 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
 
     from onnx2torch.node_converters import binary_math_operations as onnx_math
     from onnx2torch.node_converters import constant as onnx_constant
+    from onnx2torch.node_converters import where as onnx_where
 
     def number(arg: Any) -> Any:
         """A one-element floating constant as a Python number, else None: an initializer or ``Constant`` node, or a
@@ -382,21 +384,25 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             else None
 
     arithmetic = _arithmetic()
-    for node in list(graph.nodes):  # x + c, x · c, c / x ... by a one-element constant: the number in the graph
-        if node.op != "call_module" or node in static or len(node.args) != 2:
+    for node in list(graph.nodes):  # x + c, x · c, c / x, where(m, c, x) ... by a one-element constant: the number
+        if node.op != "call_module" or node in static:
             continue
         target = module.get_submodule(node.target)
-        if not isinstance(target, onnx_math.OnnxBinaryMathOperation) or target.broadcast == 1:
+        if isinstance(target, onnx_math.OnnxBinaryMathOperation) and target.broadcast != 1 and len(node.args) == 2:
+            function, data = arithmetic[target.math_op_function], node.args
+        elif isinstance(target, onnx_where.OnnxWhere) and len(node.args) == 3:  # a mask's fill (−inf, as masked_fill)
+            function, data = torch.where, node.args[1:]
+        else:
             continue
-        first, second = (number(a) for a in node.args)
+        first, second = (number(a) for a in data)
         if (first is None) == (second is None):
             continue
-        constant_arg, other = (node.args[1], node.args[0]) if second is not None else node.args
+        constant_arg, other = (data[1], data[0]) if second is not None else data
         meta = other.meta.get("tensor_meta") if isinstance(other, torch.fx.Node) else None
         if meta is None or getattr(meta, "dtype", None) != values[constant_arg].dtype:
             continue  # a number would be taken in the other operand's dtype: only where the constant's is the same
-        args = (node.args[0], second) if second is not None else (first, node.args[1])
-        _swap(graph, node, "call_function", arithmetic[target.math_op_function], args)
+        data = (data[0], second) if second is not None else (first, data[1])
+        _swap(graph, node, "call_function", function, tuple(node.args[:-2]) + data)
         changed = True
 
     inputs = [node for node in graph.nodes if node.op == "placeholder"]
@@ -470,6 +476,7 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
         module.add_submodule(name, replacement)
         _swap(graph, node, "call_module", name, (node.args[0],))
         changed = True
+    changed |= _fold_static_values(module, static, values, values_twice)
     if not changed:
         return module
     original = copy.deepcopy(module)
@@ -491,6 +498,35 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             raise OnnxError(f"{path}: building the constant shape operands into the graph changed its outputs "
                             f"at batch {x.shape[0]}")
     return module
+
+
+def _fold_static_values(module: Any, static: set, values: dict, values_twice: dict) -> bool:
+    """Computed constants as buffers: a static node (shapes and initializers only) that a value-carrying node reads,
+    whose value is a tensor equal at batch 1 and batch 2, becomes a buffer read by ``get_attr``. So GPT's causal
+    mask, which the exporter slices out of its buffer to the sequence's length (``Shape`` → ``Gather`` → ``Slice``
+    → ``Equal`` → ``Where``), reaches ``BoundedModule`` as the constant it is. A value that changes with the batch
+    stays as it is (and the graph then stops where the tracer meets it). True where something changed."""
+    import torch
+    from onnx2torch.node_converters import constant as onnx_constant
+
+    graph, folded = module.graph, 0
+    for node in list(graph.nodes):
+        if node not in static or node.op != "call_module" or isinstance(
+                module.get_submodule(node.target), onnx_constant.OnnxConstant):
+            continue  # an initializer or a Constant is already what this makes
+        if all(user in static for user in node.users):
+            continue  # read by shape arithmetic only: it goes with its readers
+        once, twice = values.get(node), values_twice.get(node)
+        if not (isinstance(once, torch.Tensor) and isinstance(twice, torch.Tensor) and once.shape == twice.shape
+                and torch.equal(once, twice)):
+            continue
+        name = f"folded_constant_{folded}"
+        folded += 1
+        module.register_buffer(name, once.clone())
+        with graph.inserting_before(node):
+            buffer = graph.get_attr(name)
+        node.replace_all_uses_with(buffer)
+    return folded > 0
 
 
 def _without_final_softmax(model: Any, path: Path) -> Any:

@@ -2,6 +2,7 @@
 line-fitting machine of ``elementwise.py``."""
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from typing import Optional
@@ -393,39 +394,51 @@ class ELU(Elementwise):
         return torch.log(k / alpha) if alpha != 0 else None
 
 
-def _gelu_tanh_derivative(z: float) -> float:
-    c, t = math.sqrt(2 / math.pi), math.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3))
-    return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * c * (1 + 3 * 0.044715 * z * z)
+GELU_TANH_BETA, GELU_TANH_KAPPA = math.sqrt(2 / math.pi), 0.044715  # GELU's tanh form: z/2·(1 + tanh(β(z + κz³)))
 
 
-# GELU's tanh form changes curvature where its second derivative vanishes: found once, in float64
-_GELU_TANH_INFLECTION = _bisect(lambda z: (_gelu_tanh_derivative(z + 1e-7) - _gelu_tanh_derivative(z - 1e-7)), 1.0, 2.0)
+@functools.lru_cache(maxsize=None)
+def _gelu_tanh_inflection(cubic: float) -> float:
+    """Where ``z/2·(1 + tanh(u))``, ``u = β(z + κz³)``, changes curvature on ``(1, 2)``, in float64: its second
+    derivative is ``(1 − t²)·(u' + z/2·(u'' − 2t·u'²))`` (``t = tanh u``, ``u' = β(1 + 3κz²)``, ``u'' = 6βκz``), and
+    the second factor falls through 0 once there for κ near GPT-2's 0.044715 (the only κ ``gelu`` is built with)."""
+    def curvature(z: float) -> float:
+        t = math.tanh(GELU_TANH_BETA * (z + cubic * z ** 3))
+        du, ddu = GELU_TANH_BETA * (1 + 3 * cubic * z * z), 6 * GELU_TANH_BETA * cubic * z
+        return du + z / 2 * (ddu - 2 * t * du * du)
+    return _bisect(curvature, 1.0, 2.0)
 
 
 @rule("gelu", spellings=(nn.GELU, F.gelu, aten.gelu.default))
 class GELU(Elementwise):
-    """``z·Φ(z)`` (``approximate="tanh"``: ``z/2·(1 + tanh(√(2/π)(z + 0.044715z³)))``): concave, convex on
-    ``[−√2, √2]`` (tanh form: ±1.4153…), concave; not monotone (its minimum ≈ −0.17 lies near −0.75)."""
+    """``z·Φ(z)`` (``approximate="tanh"``: ``z/2·(1 + tanh(β(z + κz³)))``, ``β = √(2/π)``, ``κ = cubic``, torch's
+    0.044715 unless a spelt-out form read from float32 constants has a κ a rounding away, ``ops/arithmetic.py``):
+    concave, convex on ``[−√2, √2]`` (tanh form: ±1.4185…), concave; not monotone (its minimum ≈ −0.17 lies near
+    −0.75)."""
 
-    parameters = (("approximate", "none"),)
+    parameters = (("approximate", "none"), ("cubic", GELU_TANH_KAPPA))
 
-    def lipschitz_of(self, approximate="none"):
-        point = math.sqrt(2) if approximate == "none" else _GELU_TANH_INFLECTION
-        slope = float(self.derivative(torch.tensor(point, dtype=torch.float64), approximate))
+    def _inflection(self, approximate: str, cubic: float) -> float:
+        return math.sqrt(2) if approximate == "none" else _gelu_tanh_inflection(cubic)
+
+    def lipschitz_of(self, approximate="none", cubic=GELU_TANH_KAPPA):
+        point = self._inflection(approximate, cubic)
+        slope = float(self.derivative(torch.tensor(point, dtype=torch.float64), approximate, cubic))
         return slope * (1 + 1e-9)  # σ' peaks at the inflection point
 
-    def function(self, z, approximate="none"):
-        return F.gelu(z, approximate=approximate)
+    def function(self, z, approximate="none", cubic=GELU_TANH_KAPPA):
+        if approximate == "none" or cubic == GELU_TANH_KAPPA:
+            return F.gelu(z, approximate=approximate)
+        return 0.5 * z * (1 + torch.tanh(GELU_TANH_BETA * (z + cubic * z ** 3)))
 
-    def derivative(self, z, approximate="none"):
+    def derivative(self, z, approximate="none", cubic=GELU_TANH_KAPPA):
         if approximate == "none":
             return 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-        c = math.sqrt(2 / math.pi)
-        t = torch.tanh(c * (z + 0.044715 * z ** 3))
-        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * c * (1 + 3 * 0.044715 * z * z)
+        t = torch.tanh(GELU_TANH_BETA * (z + cubic * z ** 3))
+        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * GELU_TANH_BETA * (1 + 3 * cubic * z * z)
 
-    def pieces(self, approximate="none"):
-        point = math.sqrt(2) if approximate == "none" else _GELU_TANH_INFLECTION
+    def pieces(self, approximate="none", cubic=GELU_TANH_KAPPA):
+        point = self._inflection(approximate, cubic)
         return (-point, point), (-1, 1, -1)
 
 

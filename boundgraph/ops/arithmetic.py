@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..ir import Interval
+from .activation import GELU_TANH_BETA, GELU_TANH_KAPPA
 from .base import Rule, constant_times_A, is_number, method, rule, unbroadcast
 
 aten = torch.ops.aten
@@ -101,6 +102,11 @@ class Mul(Rule):
         a, b = node.operands
         if a == b:
             return build.finish("pow", (a,), dict(exponent=2.0))
+        for x, other in ((a, b), (b, a)):  # x · xⁿ = xⁿ⁺¹ (an ONNX export's x³ is x · (x · x))
+            power = build.source(other)
+            if power is not None and power.op == "pow" and tuple(power.operands) == (x,) and \
+                    float(power.attrs.get("exponent", 0)).is_integer() and power.attrs["exponent"] >= 1:
+                return build.finish("pow", (x,), dict(exponent=float(power.attrs["exponent"]) + 1))
         for x, gate in ((a, b), (b, a)):
             gate_node = build.source(gate)
             if gate_node is not None and gate_node.op == "sigmoid" and tuple(gate_node.operands) == (x,):
@@ -108,11 +114,12 @@ class Mul(Rule):
         for factor, gate in ((a, b), (b, a)):
             gelu = _erf_gelu(build, factor, gate) or _tanh_gelu(build, factor, gate)
             if gelu is not None:
-                x, inner, form, outer = gelu
+                x, inner, form, outer, cubic = gelu
                 scaled = x if inner == 1.0 else build.add("mul", (x, inner), suffix="gelu_input")
+                attrs = dict(approximate=form, cubic=cubic)
                 if outer == 1.0:
-                    return build.finish("gelu", (scaled,), dict(approximate=form))
-                return build.finish("mul", (build.add("gelu", (scaled,), dict(approximate=form)), outer))
+                    return build.finish("gelu", (scaled,), attrs)
+                return build.finish("mul", (build.add("gelu", (scaled,), attrs), outer))
         return build.finish("product", (a, b))
 
     def specialize(self, attrs, operand_shapes, out_shape):
@@ -187,17 +194,18 @@ def _erf_gelu(build, factor: Any, gate: Any):
     if inner == 0:
         return None
     k = _gelu_factor(build, factor, x)
-    return None if k is None else (x, inner, "none", 2 * k / inner)
+    return None if k is None else (x, inner, "none", 2 * k / inner, GELU_TANH_KAPPA)
 
 
-GELU_TANH_BETA, GELU_TANH_KAPPA = math.sqrt(2 / math.pi), 0.044715  # GELU's tanh form: y/2·(1 + tanh(β(y + κy³)))
 
 
 def _tanh_gelu(build, factor: Any, gate: Any):
-    """``(x, s, "tanh", t)`` where ``factor · gate = k·x · (1 + tanh(a·(x + b·x³)))`` is ``t·GELU_tanh(s·x)``, else
-    None (GPT-2's ``NewGELUActivation`` writes it so). With ``y = s·x``, ``β(y + κy³) = a(x + b x³)`` needs
-    ``s = a/β`` and ``s² = b/κ``: only where both give the same ``s`` (to float64's rounding) is it GELU's tanh form,
-    and then ``t = 2k/s``."""
+    """``(x, s, "tanh", t, κ')`` where ``factor · gate = k·x · (1 + tanh(a·(x + b·x³)))`` is ``t·GELU_tanh(s·x)``
+    with cubic coefficient ``κ'``, else None (GPT-2's ``NewGELUActivation`` writes it so). With ``y = s·x``,
+    ``β(y + κ'y³) = a(x + b x³)`` exactly for ``s = a/β``, ``κ' = b/s²``; then ``t = 2k/s``. It is GELU's tanh form
+    where ``κ'`` is torch's κ = 0.044715 to float64's rounding (then ``κ' = κ``), or within 1e-6 of it: the
+    constants read in float32 (an ONNX export writes ``0.044714998`` and ``0.79788458``), where the rule is built
+    with that ``κ'`` so that it bounds exactly the function the graph computes. Any other ``κ'`` is no GELU."""
     tanh = _one_plus(build, gate, "tanh")
     scaled = None if tanh is None else _scaled(build, tanh.operands[0])
     polynomial = None if scaled is None else build.source(scaled[1])
@@ -213,10 +221,13 @@ def _tanh_gelu(build, factor: Any, gate: Any):
         if not (a > 0 and b > 0):
             return None
         s = a / GELU_TANH_BETA
-        if abs(s * s - b / GELU_TANH_KAPPA) > 8 * 2.0 ** -52 * s * s:
+        kappa = b / (s * s)
+        if abs(kappa - GELU_TANH_KAPPA) <= 8 * 2.0 ** -52 * GELU_TANH_KAPPA:
+            kappa = GELU_TANH_KAPPA
+        elif abs(kappa - GELU_TANH_KAPPA) > 1e-6 * GELU_TANH_KAPPA:
             return None
         k = _gelu_factor(build, factor, x)
-        return None if k is None else (x, s, "tanh", 2 * k / s)
+        return None if k is None else (x, s, "tanh", 2 * k / s, kappa)
     return None
 
 

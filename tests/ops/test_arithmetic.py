@@ -123,6 +123,9 @@ def test_a_product_with_erf_of_another_tensor_or_without_the_one_stays_a_product
     (lambda t: 0.5 * t * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (t + 0.044715 * torch.pow(t, 3.0)))),
      nn.GELU(approximate="tanh"), "tanh"),
     (lambda t: t * (1.0 + torch.tanh((0.044715 * 4.0 * t ** 3 + t) * (2 * math.sqrt(2.0 / math.pi)))), None, "tanh"),
+    # as an ONNX export writes it: float32 constants (κ' = κ·(1 − 3.5e-8)) and x³ as x·(x·x)
+    (lambda t: 0.5 * (t * (1.0 + torch.tanh(0.7978845834732056 * (t + 0.044714998453855515 * (t * (t * t)))))),
+     None, "tanh"),
 ])
 def test_a_spelt_out_gelu_is_a_scaled_gelu_rule_sound_and_tight(spelled, same_as, inner_op):
     """GELU written out, ``k·x·(1 + erf(d·x))`` or ``k·x·(1 + tanh(a(x + b x³)))`` with GELU's ratio of ``a`` and
