@@ -476,6 +476,7 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
         module.add_submodule(name, replacement)
         _swap(graph, node, "call_module", name, (node.args[0],))
         changed = True
+    changed |= _unbind_split_squeezes(module)
     changed |= _fold_static_values(module, static, values, values_twice)
     if not changed:
         return module
@@ -498,6 +499,46 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             raise OnnxError(f"{path}: building the constant shape operands into the graph changed its outputs "
                             f"at batch {x.shape[0]}")
     return module
+
+
+def _unbind_split_squeezes(module: Any) -> bool:
+    """``torch.unbind(x, d)`` for an ONNX ``Split`` of ``x`` into ones along ``d`` whose every piece is squeezed on
+    ``d`` (how the exporter writes a ViT's ``qkv.permute(2, 0, 3, 1, 4).unbind(0)``): the same values, and the
+    spelling whose first dimension the tracer knows is not the batch's once the permutation has moved it there.
+    True where something changed."""
+    import operator
+
+    import torch
+
+    graph, changed = module.graph, False
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not isinstance(module.get_submodule(node.target), _Split):
+            continue
+        split = module.get_submodule(node.target)
+        meta = node.args[0].meta.get("tensor_meta") if isinstance(node.args[0], torch.fx.Node) else None
+        if meta is None or any(s != 1 for s in split.sections) or len(split.sections) != meta.shape[split.dim]:
+            continue
+        rank, dim = len(meta.shape), split.dim % len(meta.shape)
+        pieces = list(node.users)
+        if not pieces or not all(
+                p.op == "call_function" and p.target is operator.getitem and isinstance(p.args[1], int) and p.users
+                and all(s.op == "call_module" and isinstance(module.get_submodule(s.target), _Squeeze)
+                        and {a % rank for a in module.get_submodule(s.target).axes} == {dim}
+                        and len(module.get_submodule(s.target).axes) == 1 for s in p.users) for p in pieces):
+            continue
+        with graph.inserting_after(node):
+            unbound = graph.call_function(torch.unbind, (node.args[0], dim))
+        for piece in pieces:
+            with graph.inserting_after(unbound):
+                item = graph.call_function(operator.getitem, (unbound, piece.args[1]))
+            for squeeze in list(piece.users):
+                item.meta = dict(squeeze.meta)
+                squeeze.replace_all_uses_with(item)
+                graph.erase_node(squeeze)
+            graph.erase_node(piece)
+        graph.erase_node(node)
+        changed = True
+    return changed
 
 
 def _fold_static_values(module: Any, static: set, values: dict, values_twice: dict) -> bool:
