@@ -14,7 +14,6 @@ them (the stand-in leaves ``sys.modules`` right after the import).
 """
 from __future__ import annotations
 
-import copy
 import sys
 import types
 import warnings
@@ -66,6 +65,8 @@ def _onnx2torch() -> Any:
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = module
+    from . import onnx_recurrent
+    onnx_recurrent.register()  # LSTM and GRU, which onnx2torch does not convert
     return onnx2torch
 
 
@@ -136,14 +137,15 @@ def final_softmax(model: Any) -> Optional[Any]:
 
 
 class _Reshape(nn.Module):
-    """``x.reshape(batch, *shape)``: an ONNX ``Reshape`` by a constant, its batch dimension kept."""
+    """``x.reshape(shape)``: an ONNX ``Reshape`` by a constant, with ``-1`` where the batch goes (first, or second in
+    a sequence-first layout)."""
 
     def __init__(self, shape: tuple) -> None:
         super().__init__()
         self.shape = shape
 
     def forward(self, x: Any) -> Any:
-        return x.reshape(-1, *self.shape)
+        return x.reshape(self.shape)
 
 
 class _Expand(nn.Module):
@@ -209,8 +211,8 @@ class _Take(nn.Module):
     def forward(self, x: Any) -> Any:
         import torch
 
-        if isinstance(self.index, (int, slice)):
-            return x[(slice(None),) * self.axis + (self.index,)]
+        if isinstance(self.index, (int, slice)):  # x[i] on axis 0: also a recurrent layer's final states, h_n[i]
+            return x[self.index] if self.axis == 0 else x[(slice(None),) * self.axis + (self.index,)]
         return x.index_select(self.axis, torch.tensor(self.index, device=x.device))
 
 
@@ -346,12 +348,19 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             result = super().run_node(node)
             if node in static:
                 self.into[node] = result
+            if isinstance(result, torch.Tensor):
+                self.into[("shape", node)] = tuple(result.shape)
             return result
 
     with torch.no_grad(), warnings.catch_warnings():
         # onnx2torch's own Slice indexes with a list, which torch deprecates; its modules run here once, never after
         warnings.filterwarnings("ignore", "Using a non-tuple sequence for multidimensional indexing", UserWarning)
         expected = module(example)
+        doubled = torch.cat([example, torch.rand_like(example)])
+        try:  # also at batch 2, where the file allows it (a fixed batch of one does not), before any rewrite
+            expected_twice = module(doubled)
+        except Exception:
+            expected_twice = None
         Recorder(values).run(example)
         try:
             Recorder(values_twice).run(torch.cat([example, example]))
@@ -382,6 +391,14 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
         value = values[arg]
         return float(value) if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() == 1 \
             else None
+
+    from .onnx_recurrent import _Recurrent, sequence_outputs, zero_states
+    for node in list(graph.nodes):  # a recurrent node's all-zero initial states: torch's None
+        if node.op == "call_module" and isinstance(module.get_submodule(node.target), _Recurrent):
+            kept = zero_states(module, node, [values] + ([values_twice] if values_twice else []))
+            if kept is not None:
+                node.args = kept
+                changed = True
 
     arithmetic = _arithmetic()
     for node in list(graph.nodes):  # x + c, x · c, c / x, where(m, c, x) ... by a one-element constant: the number
@@ -429,8 +446,8 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             continue  # a shape computed in the graph: leave it as it is
         replacement = None
         if isinstance(target, onnx_reshape.OnnxReshape):
-            shape = tuple(node.meta["tensor_meta"].shape)
-            replacement = _Reshape(shape[1:])
+            replacement = _Reshape(_batch_free(tuple(node.meta["tensor_meta"].shape),
+                                               values_twice.get(("shape", node))))
         elif isinstance(target, onnx_slice.OnnxSlice):
             flip, positive, negative = onnx_slice._get_slices(*[torch.as_tensor(o) if o is not None else None
                                                                 for o in (operands + [None, None, None])[:4]])
@@ -476,29 +493,67 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
         module.add_submodule(name, replacement)
         _swap(graph, node, "call_module", name, (node.args[0],))
         changed = True
-    changed |= _unbind_split_squeezes(module)
+    changed |= _unbind_split_squeezes(module) | sequence_outputs(module) | _take_from_concats(module)
     changed |= _fold_static_values(module, static, values, values_twice)
     if not changed:
         return module
-    original = copy.deepcopy(module)
     graph.eliminate_dead_code()
     module.recompile()
-    pairs = [(example, expected)]
-    try:  # also at batch 2, where the file allows it (a fixed batch of one does not)
-        twice = torch.cat([example, torch.rand_like(example)])
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Using a non-tuple sequence for multidimensional indexing", UserWarning)
-            pairs.append((twice, original(twice)))
-    except Exception:
-        pass
+    pairs = [(example, expected)] + ([(doubled, expected_twice)] if expected_twice is not None else [])
     for x, want in pairs:
-        with torch.no_grad():
-            got = module(x)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Using a non-tuple sequence for multidimensional indexing",
+                                        UserWarning)
+                got = module(x)
+        except Exception as error:
+            raise OnnxError(f"{path}: building the constant shape operands into the graph made it fail at batch "
+                            f"{x.shape[0]} ({type(error).__name__}: {str(error).splitlines()[0]}); the file computes "
+                            f"shapes that boundgraph cannot build in") from error
         if not all(torch.equal(a, b) for a, b in zip(torch.utils._pytree.tree_leaves(got),
                                                      torch.utils._pytree.tree_leaves(want))):
             raise OnnxError(f"{path}: building the constant shape operands into the graph changed its outputs "
                             f"at batch {x.shape[0]}")
     return module
+
+
+def _take_from_concats(module: Any) -> bool:
+    """``cat(pieces, 0)[i]`` as the piece's own ``[j]``: the exporter stacks a multi-layer LSTM's final states
+    (``Concat`` of each layer node's ``Y_h`` on axis 0) and then takes one (``h_n[-1]``); the pieces are a recurrent
+    layer's per-layer states, which only indexing may read. True where something changed."""
+    from onnx2torch.node_converters.concat import OnnxConcat
+
+    graph, changed = module.graph, False
+    for node in list(graph.nodes):
+        take = module.get_submodule(node.target) if node.op == "call_module" else None
+        if not isinstance(take, _Take) or take.axis != 0 or not isinstance(take.index, int):
+            continue
+        concat = node.args[0]
+        joined = module.get_submodule(concat.target) if getattr(concat, "op", None) == "call_module" else None
+        if not isinstance(joined, OnnxConcat) or joined.axis != 0:
+            continue
+        sizes = [p.meta.get("tensor_meta").shape[0] if "tensor_meta" in p.meta else None for p in concat.args]
+        if None in sizes:
+            continue
+        index = take.index % sum(sizes)
+        for piece, size in zip(concat.args, sizes):
+            if index < size:
+                break
+            index -= size
+        name = f"{node.target}_piece"
+        module.add_submodule(name, _Take(0, index))
+        _swap(graph, node, "call_module", name, (piece,))
+        changed = True
+    return changed
+
+
+def _batch_free(once: tuple, twice: Optional[tuple]) -> tuple:
+    """A reshape's target with ``-1`` where the batch goes: the one dimension that doubles from the output's shape at
+    batch 1 (``once``) to batch 2 (``twice``), the first where there is no batch-2 run or no such dimension."""
+    moved = [] if twice is None or len(twice) != len(once) else [
+        d for d, (a, b) in enumerate(zip(once, twice)) if a != b]
+    where = moved[0] if len(moved) == 1 and twice[moved[0]] == 2 * once[moved[0]] else 0
+    return once[:where] + (-1,) + once[where + 1:]
 
 
 def _unbind_split_squeezes(module: Any) -> bool:

@@ -268,3 +268,81 @@ def test_transformers_whose_export_computes_masks_and_splits_load_and_bound_as_t
         for found, wanted in zip(ours, expected):
             assert ((found - wanted).abs() <= within * width).all(), method
         assert_sound(bm, x, LinfBall(0.01), method, n=16)
+
+
+class StackedRecurrent(nn.Module):
+    """A 2-layer LSTM (one ONNX node a layer, joined by ``Squeeze``; its final states a ``Concat``) whose last step
+    and first layer's final state are read, and a bidirectional GRU (``Transpose`` and ``Reshape`` of ``Y``) averaged
+    over time."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(6, 4, num_layers=2, batch_first=True)
+        self.gru = nn.GRU(6, 3, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(4 + 4 + 6, 3)
+
+    def forward(self, x):
+        out, (h, _) = self.lstm(x)
+        both, _ = self.gru(x)
+        return self.fc(torch.cat([out[:, -1], h[0], both.mean(1)], 1))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "stacked"])
+def test_recurrent_layers_load_as_torch_modules_and_bound_as_the_original(tmp_path, name):
+    """ONNX ``LSTM`` / ``GRU`` nodes (no onnx2torch converter: ``boundgraph/onnx_recurrent.py``) load as
+    ``nn.LSTM`` / ``nn.GRU`` with the gates reordered and the biases split, their all-zero initial states as none,
+    and the exporter's reshapes of ``Y`` and stacks of ``Y_h`` read as the torch module's outputs: the loaded model
+    gives the original's (and onnxruntime's) outputs at two batch sizes and the original's IBP and CROWN bounds."""
+    from tests.sequence_models import build
+
+    if name == "stacked":
+        torch.manual_seed(0)
+        model, x = StackedRecurrent().eval(), torch.rand(2, 5, 6)
+    else:
+        model, (x,) = build(name, dtype=torch.float32)
+    export(model, x.shape[1:], tmp_path / "m.onnx")
+    loaded = load(tmp_path / "m.onnx")
+    for batch in (x, torch.rand(3, *x.shape[1:])):
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(batch), model(batch), rtol=1e-5, atol=1e-6)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    torch.testing.assert_close(loaded(x).detach(), torch.from_numpy(session.run(None, {"x": x.numpy()})[0]),
+                               rtol=1e-5, atol=1e-5)
+    loaded, model, x = loaded.double(), model.double(), x.double()
+    for method in ("ibp", "crown"):
+        with torch.no_grad():
+            ours = BoundedModule(loaded, x).bounds(x, LinfBall(0.05), method)
+            expected = BoundedModule(model, x).bounds(x, LinfBall(0.05), method)
+        torch.testing.assert_close(tuple(ours), tuple(expected), rtol=1e-9, atol=1e-12, msg=method)
+
+
+def test_a_rewrite_that_breaks_another_batch_is_an_error_naming_the_file(tmp_path, monkeypatch):
+    """The rewritten graph is checked against the original's outputs at batch 1 and 2, computed before any rewrite
+    (the check once compared the rewritten graph with itself at batch 2). Here the reshape of a bidirectional GRU's
+    sequence-first ``Y`` is kept and built in the old way, with the batch first, which holds at batch 1 only: ``load``
+    refuses the file, naming it, rather than return a model that is wrong at every other batch."""
+    import boundgraph.onnx as onnx_in
+    import boundgraph.onnx_recurrent as recurrent_in
+
+    torch.manual_seed(0)
+    export(StackedRecurrent().eval(), (5, 6), tmp_path / "m.onnx")
+    monkeypatch.setattr(onnx_in, "_batch_free", lambda once, twice: (-1,) + once[1:])
+    monkeypatch.setattr(recurrent_in, "sequence_outputs", lambda module: False)  # the reshape stays
+    with pytest.raises(OnnxError, match=r"m\.onnx: building the constant shape operands .* at batch 2"):
+        load(tmp_path / "m.onnx")
+
+
+def test_sequence_first_attention_via_onnx_is_an_error_naming_its_node(tmp_path):
+    """``nn.MultiheadAttention(batch_first=False)`` exported keeps the sequence first through its reshapes, which
+    boundgraph does not follow: ``BoundedModule`` names the node (the converted model runs as the original)."""
+    from boundgraph.errors import UnsupportedOpError
+    from tests.sequence_models import build
+
+    model, (x,) = build("sequence_first", dtype=torch.float32)
+    export(model, x.shape[1:], tmp_path / "m.onnx")
+    loaded = load(tmp_path / "m.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(UnsupportedOpError, match="moves the batch dimension"):
+        BoundedModule(loaded, x)
