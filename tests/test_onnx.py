@@ -162,6 +162,23 @@ def test_families_whose_export_computes_shapes_load_with_the_originals_outputs_a
     torch.testing.assert_close(tuple(ours), tuple(original), rtol=1e-3, atol=1e-4)
 
 
+def test_alexnet_at_a_size_its_adaptive_pooling_exports_at_loads_with_the_originals_outputs_and_bounds(tmp_path):
+    """The exporter writes adaptive average pooling only where the output divides the input: AlexNet's family
+    size (24×24) ends its features at 2×2 before a 3×3 pool and does not export; at 32×32 they end at 3×3."""
+    from tests.families import AlexNet
+
+    torch.manual_seed(0)
+    model, x = AlexNet().eval(), torch.rand(2, 3, 32, 32)
+    export(model, x.shape[1:], tmp_path / "m.onnx")
+    loaded = load(tmp_path / "m.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-6)
+        for method in ("ibp", "crown"):
+            ours = BoundedModule(loaded, x).bounds(x, LinfBall(0.01), method)
+            expected = BoundedModule(model, x).bounds(x, LinfBall(0.01), method)
+            torch.testing.assert_close(tuple(ours), tuple(expected), rtol=1e-4, atol=1e-5, msg=method)
+
+
 def test_convnext_exported_with_erf_and_a_power_by_a_constant_loads_and_bounds_as_the_original(tmp_path):
     """ConvNeXt's block as the exporter writes it: GELU as ``x·(1 + erf(x/√2))/2`` (GELU's rule again) and its
     channels-first layer norm in pieces, with ``Pow`` by a constant 2 (built in as ``x ** 2``): the loaded model

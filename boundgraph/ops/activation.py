@@ -416,7 +416,7 @@ class GELU(Elementwise):
     concave, convex on ``[−√2, √2]`` (tanh form: ±1.4185…), concave; not monotone (its minimum ≈ −0.17 lies near
     −0.75)."""
 
-    parameters = (("approximate", "none"), ("cubic", GELU_TANH_KAPPA))
+    parameters = (("approximate", "none"),)  # torch's; ``cubic`` is set only by the spelt-out form's rewrite
 
     def _inflection(self, approximate: str, cubic: float) -> float:
         return math.sqrt(2) if approximate == "none" else _gelu_tanh_inflection(cubic)
