@@ -107,12 +107,10 @@ def convert(model: Any, path: Union[str, Path], drop_softmax: bool = False) -> n
         module = converter.convert(model)
     except Exception as error:
         raise OnnxError(f"{path}: onnx2torch could not convert it ({type(error).__name__}: {error})") from error
-    shape = input_shape(model)
-    if shape is None:
+    examples = input_examples(model)
+    if examples is None:
         return module.eval()
-    import torch
-
-    return _with_constant_operands(module.eval(), torch.rand(1, *shape), path)
+    return _with_constant_operands(module.eval(), examples, path)
 
 
 def input_shape(model: Any) -> Optional[tuple]:
@@ -125,6 +123,32 @@ def input_shape(model: Any) -> Optional[tuple]:
     if len(dims) < 2 or any(d <= 0 for d in dims[1:]):
         return None
     return tuple(dims[1:])
+
+
+_INTEGER_TYPES = {2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool"}  # ONNX's elem_type codes
+
+
+def input_examples(model: Any) -> Optional[tuple]:
+    """A batch of one for each of the graph's inputs (initializers aside): uniform in [0, 1) for a floating input,
+    ones for an integer or boolean one (an attention mask with every token kept); None where an input's shape after
+    the batch is not fixed or its type is neither."""
+    import torch
+
+    initializers = {init.name for init in model.graph.initializer}
+    examples = []
+    for given in [i for i in model.graph.input if i.name not in initializers]:
+        tensor = given.type.tensor_type
+        dims = [d.dim_value for d in tensor.shape.dim]
+        if len(dims) < 1 or any(d <= 0 for d in dims[1:]):
+            return None
+        if tensor.elem_type in (1, 10, 11):  # float, float16, double
+            dtype = {1: torch.float32, 10: torch.float16, 11: torch.float64}[tensor.elem_type]
+            examples.append(torch.rand(1, *dims[1:], dtype=dtype))
+        elif tensor.elem_type in _INTEGER_TYPES:
+            examples.append(torch.ones(1, *dims[1:], dtype=getattr(torch, _INTEGER_TYPES[tensor.elem_type])))
+        else:
+            return None
+    return tuple(examples) or None
 
 
 def final_softmax(model: Any) -> Optional[Any]:
@@ -302,7 +326,7 @@ def _swap(graph: Any, node: Any, kind: str, target: Any, args: tuple) -> None:
     graph.erase_node(node)
 
 
-def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
+def _with_constant_operands(module: Any, examples: tuple, path: Path) -> Any:
     """``module`` with onnx2torch's ``Reshape``, ``Slice``, ``Split``, ``Pad``, ``Resize``, ``Expand``,
     ``Squeeze``/``Unsqueeze`` (axes given as an input) and ``Gather`` modules whose shape or index operands are
     constants (initializers), and ``Pow`` by a one-element constant, replaced by plain torch modules with those
@@ -355,18 +379,18 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
     with torch.no_grad(), warnings.catch_warnings():
         # onnx2torch's own Slice indexes with a list, which torch deprecates; its modules run here once, never after
         warnings.filterwarnings("ignore", "Using a non-tuple sequence for multidimensional indexing", UserWarning)
-        expected = module(example)
-        doubled = torch.cat([example, torch.rand_like(example)])
+        expected = module(*examples)
+        doubled = tuple(torch.cat([x, torch.rand_like(x) if x.is_floating_point() else x]) for x in examples)
         try:  # also at batch 2, where the file allows it (a fixed batch of one does not), before any rewrite
-            expected_twice = module(doubled)
+            expected_twice = module(*doubled)
         except Exception:
             expected_twice = None
-        Recorder(values).run(example)
+        Recorder(values).run(*examples)
         try:
-            Recorder(values_twice).run(torch.cat([example, example]))
+            Recorder(values_twice).run(*(torch.cat([x, x]) for x in examples))
         except Exception:
             values_twice.clear()
-        ShapeProp(module).propagate(example)
+        ShapeProp(module).propagate(*examples)
 
     def constant(arg: Any) -> Any:
         if isinstance(arg, torch.fx.Node):
@@ -420,21 +444,6 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
             continue  # a number would be taken in the other operand's dtype: only where the constant's is the same
         data = (data[0], second) if second is not None else (first, data[1])
         _swap(graph, node, "call_function", function, tuple(node.args[:-2]) + data)
-        changed = True
-
-    inputs = [node for node in graph.nodes if node.op == "placeholder"]
-    for node in list(graph.nodes):  # a constant expanded to the batch (ViT's class token): by the input's batch
-        if (node.op != "call_module" or node not in static or len(inputs) != 1
-                or not isinstance(module.get_submodule(node.target), onnx_expand.OnnxExpand)):
-            continue
-        once, twice, source = values.get(node), values_twice.get(node), values.get(node.args[0])
-        if not (isinstance(once, torch.Tensor) and isinstance(twice, torch.Tensor) and isinstance(source, torch.Tensor)
-                and once.dim() >= 1 and once.shape[0] == example.shape[0] == 1 and twice.shape[0] == 2
-                and source.dim() == once.dim() and source.shape[0] == 1 and torch.equal(twice, once.expand_as(twice))):
-            continue
-        name = f"{node.target}_by_batch"
-        module.add_submodule(name, _BatchExpand(source, tuple(once.shape[1:])))
-        _swap(graph, node, "call_module", name, (inputs[0],))
         changed = True
 
     for node in list(graph.nodes):
@@ -494,26 +503,27 @@ def _with_constant_operands(module: Any, example: Any, path: Path) -> Any:
         _swap(graph, node, "call_module", name, (node.args[0],))
         changed = True
     changed |= _unbind_split_squeezes(module) | sequence_outputs(module) | _take_from_concats(module)
+    changed |= _by_batch(module, static, values, values_twice)
     changed |= _fold_static_values(module, static, values, values_twice)
     if not changed:
         return module
     graph.eliminate_dead_code()
     module.recompile()
-    pairs = [(example, expected)] + ([(doubled, expected_twice)] if expected_twice is not None else [])
+    pairs = [(examples, expected)] + ([(doubled, expected_twice)] if expected_twice is not None else [])
     for x, want in pairs:
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Using a non-tuple sequence for multidimensional indexing",
                                         UserWarning)
-                got = module(x)
+                got = module(*x)
         except Exception as error:
             raise OnnxError(f"{path}: building the constant shape operands into the graph made it fail at batch "
-                            f"{x.shape[0]} ({type(error).__name__}: {str(error).splitlines()[0]}); the file computes "
+                            f"{x[0].shape[0]} ({type(error).__name__}: {str(error).splitlines()[0]}); the file computes "
                             f"shapes that boundgraph cannot build in") from error
         if not all(torch.equal(a, b) for a, b in zip(torch.utils._pytree.tree_leaves(got),
                                                      torch.utils._pytree.tree_leaves(want))):
             raise OnnxError(f"{path}: building the constant shape operands into the graph changed its outputs "
-                            f"at batch {x.shape[0]}")
+                            f"at batch {x[0].shape[0]}")
     return module
 
 
@@ -592,6 +602,34 @@ def _unbind_split_squeezes(module: Any) -> bool:
                 graph.erase_node(squeeze)
             graph.erase_node(piece)
         graph.erase_node(node)
+        changed = True
+    return changed
+
+
+def _by_batch(module: Any, static: set, values: dict, values_twice: dict) -> bool:
+    """Computed constants broadcast over the batch, read with the batch of the model's first input: a static node
+    that a value-carrying node reads, whose value is ``(1, ...)`` at batch 1 and that value expanded at batch 2, is
+    ``_BatchExpand`` of it (a ViT's class token, ``cls.expand(batch, -1, -1)``; the zeros of an attention mask's
+    shape, ``ConstantOfShape(Shape(mask))``). True where something changed."""
+    import torch
+    from onnx2torch.node_converters import constant as onnx_constant
+
+    graph, changed = module.graph, False
+    inputs = [node for node in graph.nodes if node.op == "placeholder"]
+    for node in list(graph.nodes):
+        if not inputs or node not in static or node.op not in ("call_module", "call_function", "call_method") or (
+                node.op == "call_module" and isinstance(module.get_submodule(node.target), onnx_constant.OnnxConstant)):
+            continue
+        if all(user in static for user in node.users):
+            continue
+        once, twice = values.get(node), values_twice.get(node)
+        if not (isinstance(once, torch.Tensor) and isinstance(twice, torch.Tensor) and once.dim() >= 1
+                and once.shape[0] == 1 and twice.dim() == once.dim() and twice.shape[0] == 2
+                and torch.equal(twice, once.expand_as(twice))):
+            continue
+        name = f"{node.target if node.op == 'call_module' else node.name}_by_batch"
+        module.add_submodule(name, _BatchExpand(once, tuple(once.shape[1:])))
+        _swap(graph, node, "call_module", name, (inputs[0],))
         changed = True
     return changed
 
