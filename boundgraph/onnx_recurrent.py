@@ -90,7 +90,8 @@ def _convert(node: Any, graph: Any) -> Any:
             _DEFAULT_ACTIVATIONS[kind], _DEFAULT_ACTIVATIONS[kind] * 2):
         raise _refuse(node, f"its activations are {activations}")
     if kind == "GRU" and attributes.get("linear_before_reset", 0) != 1:
-        raise _refuse(node, "linear_before_reset is 0 (torch's GRU applies the reset gate after the state's linear map)")
+        raise _refuse(node, "linear_before_reset is 0 (torch's GRU applies the reset gate after the state's linear "
+                            "map)")
     direction = attributes.get("direction", "forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     if direction not in ("forward", "bidirectional"):
@@ -136,7 +137,8 @@ def register() -> None:
 
 def zero_states(module: Any, node: Any, runs: list) -> Optional[tuple]:
     """The arguments of a ``_Recurrent`` node with each initial state that is all zeros at every batch tried (the
-    exporter's ``ConstantOfShape`` of the batch's shape; ``runs``: the values recorded at each batch) dropped, as torch's ``None`` state; None if none is."""
+    exporter's ``ConstantOfShape`` of the batch's shape; ``runs``: the values recorded at each batch) dropped, as
+    torch's ``None`` state; None if none is."""
     if len(node.args) < 2:
         return None
     kept, dropped = [node.args[0]], False

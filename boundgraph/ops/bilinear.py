@@ -158,6 +158,31 @@ def _softmax_dim(call, rank: int) -> int:
     return dim
 
 
+def _masked_finite(mask: Tensor, dim: int) -> Tensor:
+    """``mask`` with ``−inf`` as ``−max/4`` of its dtype, except along rows that are ``−inf`` throughout."""
+    whole = torch.isneginf(mask).all(dim, keepdim=True)
+    return torch.where(whole, mask, mask.clamp(min=-torch.finfo(mask.dtype).max / 4))
+
+
+def _finite_mask(build, x: Any, dim: int) -> Any:
+    """``s + m`` before a softmax, ``m`` a constant (an additive attention mask as ONNX exports write it, ``−inf``
+    where a score is masked): ``s + m'``, ``m'`` with ``−inf`` made ``−max/4`` of the dtype, as the attention rules
+    make their masks (``ops/attention.py``: its ``exp`` is 0 at every point as ``−inf``'s is, and the bounds stay
+    finite). A row masked throughout keeps its ``−inf`` (softmax is NaN there, and its bounds are not finite)."""
+    source = build.source(x)
+    if source is None or source.op != "add" or source.attrs.get("alpha", 1) != 1:
+        return x
+    a, b = source.operands
+    perturbed = [isinstance(o, Ref) and build.is_perturbed(o) for o in (a, b)]
+    if perturbed.count(True) != 1 or not isinstance(b if perturbed[0] else a, Ref):
+        return x
+    scores, mask = (a, b) if perturbed[0] else (b, a)
+    rank = len(build.shape(mask))
+    finite = build.add("call", (mask,), dict(fn=_masked_finite, args=(Slot(0), dim % rank - rank), kwargs={}),
+                       "finite_mask", perturbed=False)
+    return build.add("add", (scores, finite), dict(alpha=1), "masked")
+
+
 @rule("softmax", spellings=_SOFTMAX + _LOG_SOFTMAX + _LOGSUMEXP)
 class Softmax(Rule):
     """``softmax``, ``log_softmax`` and ``logsumexp`` over a dimension other than the batch's, bounded through
@@ -186,6 +211,8 @@ class Softmax(Rule):
         if not perturbed[0]:
             return None
         (x,), dim, kind = node.operands, node.attrs["dim"], node.attrs["kind"]
+        if kind == "softmax":
+            x = _finite_mask(build, x, dim)
         shifted, e, total, top, scores = exp_shifted(build, x, dim)
         if kind == "softmax":
             inverse = build.add("reciprocal", (total,))

@@ -168,6 +168,37 @@ def test_softmax_of_scores_too_wide_for_exp_is_bounded_finitely_and_soundly():
         assert_sound(bm, (x,), (LinfBall(0.1),), method, n=3)
 
 
+def test_a_constant_minus_infinity_mask_added_before_a_softmax_bounds_finitely_and_soundly_unless_a_row_is_masked():
+    """``softmax(s + m)`` with a constant ``m`` that is ``−inf`` where a score is masked (an ONNX export's attention
+    mask): ``m``'s ``−inf`` is taken as ``−max/4`` (``_finite_mask``), so every method's bounds are finite and hold,
+    and the masked weights' upper bounds are 0. A row masked throughout is NaN in the model: its bounds are not
+    finite."""
+    mask = torch.zeros(3, 4, dtype=DTYPE)
+    mask[0, 1:] = -float("inf")
+    mask[2, 3] = -float("inf")
+
+    class Masked(nn.Module):
+        def __init__(self, mask):
+            super().__init__()
+            self.register_buffer("mask", mask)
+            self.scores = nn.Linear(4, 4).to(DTYPE)
+
+        def forward(self, x):
+            return torch.softmax(self.scores(x) + self.mask, dim=-1)
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, dtype=DTYPE)
+    bm = BoundedModule(Masked(mask), x)
+    for method in METHODS:
+        lower, upper = bm.bounds(x, LinfBall(0.1), method)
+        assert torch.isfinite(lower).all() and torch.isfinite(upper).all(), method
+        assert (upper[:, 0, 1:] == 0).all() and (upper[:, 2, 3] == 0).all() and (lower[:, 0, 0] > 0.9).all(), method
+        assert_sound(bm, (x,), (LinfBall(0.1),), method, n=8)
+    mask[1] = -float("inf")
+    lower, upper = BoundedModule(Masked(mask), x).bounds(x, LinfBall(0.1), "crown")
+    assert not torch.isfinite(lower[:, 1]).any() or not torch.isfinite(upper[:, 1]).any()
+
+
 @pytest.mark.parametrize("equation, message", [("b...d,bkd->bk", "ellipsis"), ("bii->bi", "repeat"),
                                                ("bij,bkj->ikb", "batch subscript")])
 def test_einsum_that_it_cannot_lay_out_is_refused_when_compiled(equation, message):
