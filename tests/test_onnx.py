@@ -14,6 +14,7 @@ except ImportError as error:
     pytest.skip(f"onnx2torch is not installed ({error})", allow_module_level=True)
 
 from boundgraph import BoundedModule, LinfBall  # noqa: E402
+from tests.helpers import assert_sound  # noqa: E402
 
 
 class Sign(nn.Module):
@@ -38,6 +39,19 @@ def models():
         # GELU is exported as x·(1 + erf(x / 1.4142135))·0.5: it loads as GELU again (ops/arithmetic._erf_gelu)
         "gelu": (nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.GELU(), nn.Linear(8, 3)), (1, 4, 4)),
     }
+
+
+def assert_bounds_within(bm, original, x, ptb, crown_within, samples=16):
+    """The loaded model's IBP bounds are the original's (to 1e-6 of their widths), its CROWN bounds within
+    ``crown_within`` of their widths (the exported pieces may relax a little differently), and both hold on sampled
+    points."""
+    for method, within in (("ibp", 1e-6), ("crown", crown_within)):
+        with torch.no_grad():
+            ours, expected = bm.bounds(x, ptb, method), original.bounds(x, ptb, method)
+        width = expected.upper - expected.lower
+        for found, wanted in zip(ours, expected):
+            assert ((found - wanted).abs() <= within * width).all(), method
+        assert_sound(bm, x, ptb, method, n=samples)
 
 
 def export(model, shape, path, opset=17, softmax=False):
@@ -114,7 +128,6 @@ def test_an_acas_style_graph_of_matmuls_by_constants_bounds_soundly_and_runs_as_
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    from tests.helpers import assert_sound
 
     rng = np.random.default_rng(0)
     sizes, nodes, weights, last = [5, 16, 16, 5], [], [], "x"
@@ -185,7 +198,6 @@ def test_convnext_exported_with_erf_and_a_power_by_a_constant_loads_and_bounds_a
     gives the original's outputs, its IBP bounds (9x wider while GELU was bounded as a product) and, within 1% of
     their widths, its CROWN bounds (the layer norm's pieces relax a little differently from its rule: 2.6e-5 wider
     on average); they hold on sampled points."""
-    from tests.helpers import assert_sound
     from tests.sequence_models import build
 
     model, (x,) = build("convnext", dtype=torch.float32)
@@ -196,13 +208,7 @@ def test_convnext_exported_with_erf_and_a_power_by_a_constant_loads_and_bounds_a
     loaded, x = loaded.double(), x.double()
     bm, original = BoundedModule(loaded, x), BoundedModule(model.double(), x)
     assert {"erf", "pow"} <= {n.op for n in bm.graph}
-    for method, within in (("ibp", 1e-6), ("crown", 1e-2)):
-        with torch.no_grad():
-            ours, expected = bm.bounds(x, LinfBall(0.01), method), original.bounds(x, LinfBall(0.01), method)
-        width = expected.upper - expected.lower
-        for found, wanted in zip(ours, expected):
-            assert ((found - wanted).abs() <= within * width).all(), method
-        assert_sound(bm, x, LinfBall(0.01), method, n=8)
+    assert_bounds_within(bm, original, x, LinfBall(0.01), crown_within=1e-2, samples=8)
 
 
 def test_squeeze_excite_whose_gate_is_expanded_to_a_computed_shape_bounds_as_the_original(tmp_path):
@@ -266,7 +272,6 @@ def test_transformers_whose_export_computes_masks_and_splits_load_and_bound_as_t
     again: ``_unbind_split_squeezes``), its class token by ``Expand``. The loaded models give the originals'
     outputs and IBP bounds; CROWN's are within 8% of their widths (measured: 3.5% and 6.9%, the loaded models'
     2.4% and 1.8% tighter on average: their linear layers are ``MatMul`` + ``Add``); all hold on sampled points."""
-    from tests.helpers import assert_sound
     from tests.sequence_models import build
 
     model, (x,) = build(name, dtype=torch.float32)
@@ -278,13 +283,7 @@ def test_transformers_whose_export_computes_masks_and_splits_load_and_bound_as_t
     bm, original = BoundedModule(loaded, x), BoundedModule(model.double(), x)
     found = {n.op for n in bm.program("crown").graph}
     assert ops <= found and not {"product", "tanh", "erf"} & found
-    for method, within in (("ibp", 1e-6), ("crown", 8e-2)):
-        with torch.no_grad():
-            ours, expected = bm.bounds(x, LinfBall(0.01), method), original.bounds(x, LinfBall(0.01), method)
-        width = expected.upper - expected.lower
-        for found, wanted in zip(ours, expected):
-            assert ((found - wanted).abs() <= within * width).all(), method
-        assert_sound(bm, x, LinfBall(0.01), method, n=16)
+    assert_bounds_within(bm, original, x, LinfBall(0.01), crown_within=8e-2)
 
 
 class StackedRecurrent(nn.Module):
@@ -361,7 +360,6 @@ def test_sequence_first_attention_runs_per_example_and_bounds_as_the_original(tm
     constant added before the softmax (made ``−max/4``, as the attention rules make masks). The loaded models give
     the originals' outputs, their IBP bounds, CROWN's within 2% of their widths (measured: 1.4% and 0.03%), and hold
     on sampled points."""
-    from tests.helpers import assert_sound
     from tests.sequence_models import build
 
     model, inputs = build(name, dtype=torch.float32)
@@ -375,10 +373,4 @@ def test_sequence_first_attention_runs_per_example_and_bounds_as_the_original(tm
     loaded, model = loaded.double(), model.double()
     arg, ptb = (inputs, (LinfBall(0.01), None)) if len(inputs) > 1 else (inputs[0], LinfBall(0.01))
     bm, original = BoundedModule(loaded, arg), BoundedModule(model, arg)
-    for method, within in (("ibp", 1e-6), ("crown", 2e-2)):
-        with torch.no_grad():
-            ours, expected = bm.bounds(arg, ptb, method), original.bounds(arg, ptb, method)
-        width = expected.upper - expected.lower
-        for found, wanted in zip(ours, expected):
-            assert ((found - wanted).abs() <= within * width).all(), method
-        assert_sound(bm, arg, ptb, method, n=16)
+    assert_bounds_within(bm, original, arg, ptb, crown_within=2e-2)
