@@ -159,7 +159,11 @@ def _softmax_dim(call, rank: int) -> int:
 
 
 def _masked_finite(mask: Tensor, dim: int) -> Tensor:
-    """``mask`` with ``−inf`` as ``−max/4`` of its dtype, except along rows that are ``−inf`` throughout."""
+    """``mask`` with ``−inf`` as ``−max/4`` of its dtype, except along rows that are ``−inf`` throughout: rows along
+    ``dim``, counted from the end (the scores' softmax dimension; a mask of lower rank is broadcast from the right,
+    so it gets leading ones first)."""
+    if mask.dim() < -dim:
+        mask = mask.reshape((1,) * (-dim - mask.dim()) + tuple(mask.shape))
     whole = torch.isneginf(mask).all(dim, keepdim=True)
     return torch.where(whole, mask, mask.clamp(min=-torch.finfo(mask.dtype).max / 4))
 
@@ -177,7 +181,7 @@ def _finite_mask(build, x: Any, dim: int) -> Any:
     if perturbed.count(True) != 1 or not isinstance(b if perturbed[0] else a, Ref):
         return x
     scores, mask = (a, b) if perturbed[0] else (b, a)
-    rank = len(build.shape(mask))
+    rank = len(build.shape(x))  # the softmax's dimension from the end: the mask is broadcast from the right
     finite = build.add("call", (mask,), dict(fn=_masked_finite, args=(Slot(0), dim % rank - rank), kwargs={}),
                        "finite_mask", perturbed=False)
     return build.add("add", (scores, finite), dict(alpha=1), "masked")

@@ -168,14 +168,18 @@ def test_softmax_of_scores_too_wide_for_exp_is_bounded_finitely_and_soundly():
         assert_sound(bm, (x,), (LinfBall(0.1),), method, n=3)
 
 
-def test_a_constant_minus_infinity_mask_added_before_a_softmax_bounds_finitely_and_soundly_unless_a_row_is_masked():
+@pytest.mark.parametrize("dim", [-1, 2])
+def test_a_constant_minus_infinity_mask_added_before_a_softmax_bounds_finitely_and_soundly_unless_a_row_is_masked(
+        dim):
     """``softmax(s + m)`` with a constant ``m`` that is ``−inf`` where a score is masked (an ONNX export's attention
     mask): ``m``'s ``−inf`` is taken as ``−max/4`` (``_finite_mask``), so every method's bounds are finite and hold,
     and the masked weights' upper bounds are 0. A row masked throughout is NaN in the model: its bounds are not
-    finite."""
+    finite. The mask (3, 4) has a lower rank than the scores (2, 3, 4) and a column masked throughout: its rows are
+    found along the softmax's dimension counted from the scores' end (counted against the mask's own rank, the
+    positive dimension once picked its columns, kept that column at ``−inf`` and left every bound infinite)."""
     mask = torch.zeros(3, 4, dtype=DTYPE)
     mask[0, 1:] = -float("inf")
-    mask[2, 3] = -float("inf")
+    mask[1:, 3] = -float("inf")  # a column masked throughout, which is no row
 
     class Masked(nn.Module):
         def __init__(self, mask):
@@ -184,7 +188,7 @@ def test_a_constant_minus_infinity_mask_added_before_a_softmax_bounds_finitely_a
             self.scores = nn.Linear(4, 4).to(DTYPE)
 
         def forward(self, x):
-            return torch.softmax(self.scores(x) + self.mask, dim=-1)
+            return torch.softmax(self.scores(x) + self.mask, dim=dim)
 
     torch.manual_seed(0)
     x = torch.randn(2, 3, 4, dtype=DTYPE)
@@ -192,7 +196,7 @@ def test_a_constant_minus_infinity_mask_added_before_a_softmax_bounds_finitely_a
     for method in METHODS:
         lower, upper = bm.bounds(x, LinfBall(0.1), method)
         assert torch.isfinite(lower).all() and torch.isfinite(upper).all(), method
-        assert (upper[:, 0, 1:] == 0).all() and (upper[:, 2, 3] == 0).all() and (lower[:, 0, 0] > 0.9).all(), method
+        assert (upper[:, 0, 1:] == 0).all() and (upper[:, 1:, 3] == 0).all() and (lower[:, 0, 0] > 0.9).all(), method
         assert_sound(bm, (x,), (LinfBall(0.1),), method, n=8)
     mask[1] = -float("inf")
     lower, upper = BoundedModule(Masked(mask), x).bounds(x, LinfBall(0.1), "crown")
