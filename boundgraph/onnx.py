@@ -363,17 +363,19 @@ def _with_constant_operands(module: Any, examples: tuple, path: Path) -> Any:
     values: dict = {}
     values_twice: dict = {}  # the same at batch 2, where the file allows it
 
+    shapes_twice: dict = {}  # every tensor's shape at batch 2 (``_batch_free``, ``onnx_layout``)
+
     class Recorder(torch.fx.Interpreter):
-        def __init__(self, into: dict) -> None:
+        def __init__(self, into: dict, shapes: Optional[dict] = None) -> None:
             super().__init__(module)
-            self.into = into
+            self.into, self.shapes = into, shapes
 
         def run_node(self, node: Any) -> Any:
             result = super().run_node(node)
             if node in static:
                 self.into[node] = result
-            if isinstance(result, torch.Tensor):
-                self.into[("shape", node)] = tuple(result.shape)
+            if self.shapes is not None and isinstance(result, torch.Tensor):
+                self.shapes[node] = tuple(result.shape)
             return result
 
     with torch.no_grad(), warnings.catch_warnings():
@@ -387,13 +389,13 @@ def _with_constant_operands(module: Any, examples: tuple, path: Path) -> Any:
             expected_twice = None
         Recorder(values).run(*examples)
         try:
-            Recorder(values_twice).run(*(torch.cat([x, x]) for x in examples))
+            Recorder(values_twice, shapes_twice).run(*(torch.cat([x, x]) for x in examples))
         except Exception:
             values_twice.clear()
+            shapes_twice.clear()
         ShapeProp(module).propagate(*examples)
-    for key, shape in values_twice.items():  # carried by the node (and its swaps) for onnx_layout
-        if isinstance(key, tuple) and key[0] == "shape":
-            key[1].meta["shape_twice"] = shape
+    for node, shape in shapes_twice.items():  # carried by the node, and by what ``_swap`` puts in its place
+        node.meta["shape_twice"] = shape
 
     def constant(arg: Any) -> Any:
         if isinstance(arg, torch.fx.Node):
@@ -411,9 +413,7 @@ def _with_constant_operands(module: Any, examples: tuple, path: Path) -> Any:
             return None
         given = arg.op == "get_attr" or (
             arg.op == "call_module" and isinstance(module.get_submodule(arg.target), onnx_constant.OnnxConstant))
-        if not given and not (arg in values_twice and isinstance(values[arg], torch.Tensor)
-                              and isinstance(values_twice[arg], torch.Tensor)
-                              and torch.equal(values[arg], values_twice[arg])):
+        if not given and not _unchanged(values.get(arg), values_twice.get(arg)):
             return None
         value = values[arg]
         return float(value) if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() == 1 \
@@ -458,8 +458,7 @@ def _with_constant_operands(module: Any, examples: tuple, path: Path) -> Any:
             continue  # a shape computed in the graph: leave it as it is
         replacement = None
         if isinstance(target, onnx_reshape.OnnxReshape):
-            replacement = _Reshape(_batch_free(tuple(node.meta["tensor_meta"].shape),
-                                               values_twice.get(("shape", node))))
+            replacement = _Reshape(_batch_free(tuple(node.meta["tensor_meta"].shape), node.meta.get("shape_twice")))
         elif isinstance(target, onnx_slice.OnnxSlice):
             flip, positive, negative = onnx_slice._get_slices(*[torch.as_tensor(o) if o is not None else None
                                                                 for o in (operands + [None, None, None])[:4]])
@@ -624,23 +623,40 @@ def _unbind_split_squeezes(module: Any) -> bool:
     return changed
 
 
+def _unchanged(once: Any, twice: Any) -> bool:
+    """A value recorded at batch 1 and batch 2 is the same tensor at both."""
+    import torch
+
+    return isinstance(once, torch.Tensor) and isinstance(twice, torch.Tensor) and once.shape == twice.shape \
+        and torch.equal(once, twice)
+
+
+def _computed_constants(module: Any, static: set, values: dict, values_twice: dict, ops: tuple) -> list:
+    """``(node, value at batch 1, value at batch 2)`` for each static node of ``ops`` (not a ``Constant``, already
+    what a constant is) that a value-carrying node reads: what the exporter computes from shapes and initializers
+    and the model then uses."""
+    from onnx2torch.node_converters import constant as onnx_constant
+
+    return [(node, values.get(node), values_twice.get(node)) for node in list(module.graph.nodes)
+            if node in static and node.op in ops
+            and not (node.op == "call_module"
+                     and isinstance(module.get_submodule(node.target), onnx_constant.OnnxConstant))
+            and not all(user in static for user in node.users)]
+
+
 def _by_batch(module: Any, static: set, values: dict, values_twice: dict) -> bool:
     """Computed constants broadcast over the batch, read with the batch of the model's first input: a static node
     that a value-carrying node reads, whose value is ``(1, ...)`` at batch 1 and that value expanded at batch 2, is
     ``_BatchExpand`` of it (a ViT's class token, ``cls.expand(batch, -1, -1)``; the zeros of an attention mask's
     shape, ``ConstantOfShape(Shape(mask))``). True where something changed."""
     import torch
-    from onnx2torch.node_converters import constant as onnx_constant
 
     graph, changed = module.graph, False
     inputs = [node for node in graph.nodes if node.op == "placeholder"]
-    for node in list(graph.nodes):
-        if not inputs or node not in static or node.op not in ("call_module", "call_function", "call_method") or (
-                node.op == "call_module" and isinstance(module.get_submodule(node.target), onnx_constant.OnnxConstant)):
-            continue
-        if all(user in static for user in node.users):
-            continue
-        once, twice = values.get(node), values_twice.get(node)
+    if not inputs:
+        return False
+    for node, once, twice in _computed_constants(module, static, values, values_twice,
+                                                 ("call_module", "call_function", "call_method")):
         if not (isinstance(once, torch.Tensor) and isinstance(twice, torch.Tensor) and once.dim() >= 1
                 and once.shape[0] == 1 and twice.dim() == once.dim() and twice.shape[0] == 2
                 and torch.equal(twice, once.expand_as(twice))):
@@ -658,19 +674,9 @@ def _fold_static_values(module: Any, static: set, values: dict, values_twice: di
     mask, which the exporter slices out of its buffer to the sequence's length (``Shape`` → ``Gather`` → ``Slice``
     → ``Equal`` → ``Where``), reaches ``BoundedModule`` as the constant it is. A value that changes with the batch
     stays as it is (and the graph then stops where the tracer meets it). True where something changed."""
-    import torch
-    from onnx2torch.node_converters import constant as onnx_constant
-
     graph, folded = module.graph, 0
-    for node in list(graph.nodes):
-        if node not in static or node.op != "call_module" or isinstance(
-                module.get_submodule(node.target), onnx_constant.OnnxConstant):
-            continue  # an initializer or a Constant is already what this makes
-        if all(user in static for user in node.users):
-            continue  # read by shape arithmetic only: it goes with its readers
-        once, twice = values.get(node), values_twice.get(node)
-        if not (isinstance(once, torch.Tensor) and isinstance(twice, torch.Tensor) and once.shape == twice.shape
-                and torch.equal(once, twice)):
+    for node, once, twice in _computed_constants(module, static, values, values_twice, ("call_module",)):
+        if not _unchanged(once, twice):
             continue
         name = f"folded_constant_{folded}"
         folded += 1

@@ -10,10 +10,11 @@ becomes, for a batch of ``B``, the ``(B, *S)`` stack of the per-example tensors.
 ``lift_off_batch`` finds the nodes whose output is not batch-first (from the shapes recorded at batch 1 and 2: a
 batch-first tensor is ``(1, *rest)`` and ``(2, *rest)``) and the nodes that read them, and rewrites each as its
 per-example op on the ``(B, *S)`` stacks: axes shifted by one, reshapes to ``(-1, *S)``, broadcasting operands
-of several ranks aligned after the batch. A batch-first tensor read by such an op enters as ``x.unsqueeze(1)``
-(its ``(B, 1, *rest)`` stack); a per-example op whose output is batch-first leaves as ``reshape(-1, *rest)``.
-Ops outside the table below leave the graph as it is (the tracer then names the node). ``load`` checks the
-rewritten graph's outputs against the original's at batch 1 and 2.
+of several ranks aligned after the batch. Any other tensor read by such an op enters as its stack (``_ToStack``:
+the batch's dimension moved first; a batch-first ``(B, *rest)`` becomes ``(B, 1, *rest)``); a per-example op whose
+output is batch-first leaves as ``reshape(-1, *rest)``, and an op without a per-example form here reads its stacked
+operands back in their own layout (``_FromStack``). ``load`` checks the rewritten graph's outputs against the
+original's at batch 1 and 2.
 """
 from __future__ import annotations
 
@@ -42,18 +43,6 @@ class _Cat(nn.Module):
         return torch.cat(pieces, self.dim)
 
 
-class _Stacked(nn.Module):
-    """``x.reshape(-1, *shape)``: a batch-first tensor as the stack of its per-example ``(1, *rest)`` tensors
-    (``shape = (1, *rest)``, padded with leading ones to a common rank), or such a stack back (``shape = rest``)."""
-
-    def __init__(self, shape: tuple) -> None:
-        super().__init__()
-        self.shape = shape
-
-    def forward(self, x: Any) -> Any:
-        return x.reshape(-1, *self.shape)
-
-
 class _Gemm(nn.Module):
     """ONNX ``Gemm`` (``α·A·B + β·C``, ``B`` transposed where ``trans_b``) on a stack of ``A``: ``matmul``."""
 
@@ -79,7 +68,7 @@ def _batch_first(node: Any) -> Optional[bool]:
     once, twice = _shapes(node)
     if once is None or twice is None or len(once) != len(twice):
         return None
-    return len(once) >= 1 and once[0] == 1 and twice[0] == 2 and once[1:] == twice[1:]
+    return _batch_axis(node) == 0
 
 
 def _per_example(module: Any, node: Any, rank: int) -> Optional[tuple]:
@@ -88,6 +77,7 @@ def _per_example(module: Any, node: Any, rank: int) -> Optional[tuple]:
     from onnx2torch.node_converters import binary_math_operations as onnx_math
     from onnx2torch.node_converters.cast import OnnxCast
     from onnx2torch.node_converters.concat import OnnxConcat
+    from onnx2torch.node_converters.functions import OnnxFunction
     from onnx2torch.node_converters.activations import OnnxErf
     from onnx2torch.node_converters.gemm import OnnxGemm
     from onnx2torch.node_converters.layer_norm import OnnxLayerNorm
@@ -109,14 +99,14 @@ def _per_example(module: Any, node: Any, rank: int) -> Optional[tuple]:
     if isinstance(m, (onnx_math.OnnxBinaryMathOperation, OnnxMatMul, OnnxErf, OnnxCast, OnnxWhere, nn.Linear,
                       nn.LayerNorm)) and getattr(m, "broadcast", 0) != 1:
         return "call_module", m  # along the last dimensions, or broadcast from the right
-    if type(m).__name__ == "OnnxFunction":  # an elementwise function (tanh, ...)
+    if isinstance(m, OnnxFunction):  # an elementwise function (tanh, ...)
         return "call_module", m
     if isinstance(m, OnnxLayerNorm):
         lifted = OnnxLayerNorm(m.axis + 1 if m.axis >= 0 else m.axis, m.epsilon)
     elif isinstance(m, nn.Softmax):
         lifted = nn.Softmax(m.dim + 1 if m.dim >= 0 else m.dim)
     elif isinstance(m, _Reshape) and once is not None:
-        lifted = _Stacked(once)
+        lifted = _Reshape((-1,) + once)
     elif isinstance(m, OnnxTranspose) and m.perm is not None:
         lifted = _Permute((0,) + tuple(p % rank + 1 for p in m.perm))
     elif isinstance(m, _Squeeze):
@@ -273,7 +263,7 @@ def _rewrite(module: Any, node: Any, kind: str, target: Any, lifted: set, static
     else:
         with graph.inserting_before(node):
             new = graph.call_function(target, args, dict(node.kwargs))
-    new.meta = dict(node.meta, origin=node.meta.get("origin", node.name))
+    new.meta = dict(node.meta)
     if _batch_first(node):
         with graph.inserting_after(new):
             name = f"{node.name}_unstacked"

@@ -41,6 +41,15 @@ def models():
     }
 
 
+def assert_same_bounds(loaded, model, x, ptb, rtol, atol):
+    """IBP's and CROWN's bounds of the loaded model are the original's, to ``rtol``/``atol``."""
+    for method in ("ibp", "crown"):
+        with torch.no_grad():
+            ours = BoundedModule(loaded, x).bounds(x, ptb, method)
+            expected = BoundedModule(model, x).bounds(x, ptb, method)
+        torch.testing.assert_close(tuple(ours), tuple(expected), rtol=rtol, atol=atol, msg=method)
+
+
 def assert_bounds_within(bm, original, x, ptb, crown_within, samples=16):
     """The loaded model's IBP bounds are the original's (to 1e-6 of their widths), its CROWN bounds within
     ``crown_within`` of their widths (the exported pieces may relax a little differently), and both hold on sampled
@@ -80,11 +89,7 @@ def test_an_exported_model_loads_with_the_originals_outputs_and_bounds(tmp_path,
     torch.testing.assert_close(loaded(x).detach(), torch.from_numpy(session.run(None, {"x": x.numpy()})[0]),
                                rtol=1e-5, atol=1e-5)
     ptb = LinfBall(0.05, clip=(0, 1))
-    for method in ("ibp", "crown"):
-        with torch.no_grad():
-            ours = BoundedModule(loaded, x).bounds(x, ptb, method)
-            original = BoundedModule(model, x).bounds(x, ptb, method)
-        torch.testing.assert_close(tuple(ours), tuple(original), rtol=1e-4, atol=1e-4, msg=method)
+    assert_same_bounds(loaded, model, x, ptb, rtol=1e-4, atol=1e-4)
 
 
 def test_a_trailing_softmax_is_dropped_on_request_and_only_then(tmp_path):
@@ -186,10 +191,7 @@ def test_alexnet_at_a_size_its_adaptive_pooling_exports_at_loads_with_the_origin
     loaded = load(tmp_path / "m.onnx")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-6)
-        for method in ("ibp", "crown"):
-            ours = BoundedModule(loaded, x).bounds(x, LinfBall(0.01), method)
-            expected = BoundedModule(model, x).bounds(x, LinfBall(0.01), method)
-            torch.testing.assert_close(tuple(ours), tuple(expected), rtol=1e-4, atol=1e-5, msg=method)
+        assert_same_bounds(loaded, model, x, LinfBall(0.01), rtol=1e-4, atol=1e-5)
 
 
 def test_convnext_exported_with_erf_and_a_power_by_a_constant_loads_and_bounds_as_the_original(tmp_path):
@@ -222,11 +224,7 @@ def test_squeeze_excite_whose_gate_is_expanded_to_a_computed_shape_bounds_as_the
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     loaded, model, x = loaded.double(), model.double(), x.double()
-    for method in ("ibp", "crown"):
-        with torch.no_grad():
-            ours = BoundedModule(loaded, x).bounds(x, LinfBall(0.01), method)
-            expected = BoundedModule(model, x).bounds(x, LinfBall(0.01), method)
-        torch.testing.assert_close(tuple(ours), tuple(expected), rtol=1e-9, atol=1e-12, msg=method)
+    assert_same_bounds(loaded, model, x, LinfBall(0.01), rtol=1e-9, atol=1e-12)
 
 
 class ClassToken(nn.Module):
@@ -254,11 +252,7 @@ def test_a_class_token_expanded_to_the_batch_a_squeeze_by_axes_and_a_gather_load
     x = torch.rand(3, 3, 4)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
-    for method in ("ibp", "crown"):
-        with torch.no_grad():
-            ours = BoundedModule(loaded, x).bounds(x, LinfBall(0.1), method)
-            expected = BoundedModule(model, x).bounds(x, LinfBall(0.1), method)
-        torch.testing.assert_close(tuple(ours), tuple(expected), rtol=1e-5, atol=1e-6, msg=method)
+    assert_same_bounds(loaded, model, x, LinfBall(0.1), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name, ops", [("gpt", {"gelu", "where", "softmax_product"}),
@@ -326,11 +320,7 @@ def test_recurrent_layers_load_as_torch_modules_and_bound_as_the_original(tmp_pa
     torch.testing.assert_close(loaded(x).detach(), torch.from_numpy(session.run(None, {"x": x.numpy()})[0]),
                                rtol=1e-5, atol=1e-5)
     loaded, model, x = loaded.double(), model.double(), x.double()
-    for method in ("ibp", "crown"):
-        with torch.no_grad():
-            ours = BoundedModule(loaded, x).bounds(x, LinfBall(0.05), method)
-            expected = BoundedModule(model, x).bounds(x, LinfBall(0.05), method)
-        torch.testing.assert_close(tuple(ours), tuple(expected), rtol=1e-9, atol=1e-12, msg=method)
+    assert_same_bounds(loaded, model, x, LinfBall(0.05), rtol=1e-9, atol=1e-12)
 
 
 def test_a_rewrite_that_breaks_another_batch_is_an_error_naming_the_file(tmp_path, monkeypatch):

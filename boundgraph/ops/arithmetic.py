@@ -114,9 +114,8 @@ class Mul(Rule):
         for factor, gate in ((a, b), (b, a)):
             gelu = _erf_gelu(build, factor, gate) or _tanh_gelu(build, factor, gate)
             if gelu is not None:
-                x, inner, form, outer, cubic = gelu
+                x, inner, attrs, outer = gelu
                 scaled = x if inner == 1.0 else build.add("mul", (x, inner), suffix="gelu_input")
-                attrs = dict(approximate=form, cubic=cubic)
                 if outer == 1.0:
                     return build.finish("gelu", (scaled,), attrs)
                 return build.finish("mul", (build.add("gelu", (scaled,), attrs), outer))
@@ -174,7 +173,7 @@ def _gelu_factor(build, factor: Any, x: Any) -> Any:
 
 
 def _erf_gelu(build, factor: Any, gate: Any):
-    """``(x, s, "none", t)`` where ``factor · gate = k·x · (1 + erf(d·x))`` (``factor`` is ``x`` or ``k·x``; ``gate``
+    """``(x, s, attrs, t)`` where ``factor · gate = k·x · (1 + erf(d·x))`` (``factor`` is ``x`` or ``k·x``; ``gate``
     is ``1 + erf(x·d)`` or ``1 + erf(x / c)``, ``d = 1/c``; ``k``, ``d`` numbers), else None. GELU is
     ``y·(1 + erf(y/√2))/2``, so with ``y = √2·d·x`` the identity ``x·(1 + erf(d·x)) = (√2/d)·GELU(√2·d·x)`` holds
     for every ``d ≠ 0``: the product is ``t·GELU(s·x)``, ``s = √2·d``, ``t = 2k/s``. It is how BERT's first
@@ -194,18 +193,17 @@ def _erf_gelu(build, factor: Any, gate: Any):
     if inner == 0:
         return None
     k = _gelu_factor(build, factor, x)
-    return None if k is None else (x, inner, "none", 2 * k / inner, GELU_TANH_KAPPA)
-
-
+    return None if k is None else (x, inner, dict(approximate="none"), 2 * k / inner)
 
 
 def _tanh_gelu(build, factor: Any, gate: Any):
-    """``(x, s, "tanh", t, κ')`` where ``factor · gate = k·x · (1 + tanh(a·(x + b·x³)))`` is ``t·GELU_tanh(s·x)``
-    with cubic coefficient ``κ'``, else None (GPT-2's ``NewGELUActivation`` writes it so). With ``y = s·x``,
+    """``(x, s, attrs, t)`` where ``factor · gate = k·x · (1 + tanh(a·(x + b·x³)))`` is ``t·GELU_tanh(s·x)`` with
+    cubic coefficient ``κ'``, else None (GPT-2's ``NewGELUActivation`` writes it so). With ``y = s·x``,
     ``β(y + κ'y³) = a(x + b x³)`` exactly for ``s = a/β``, ``κ' = b/s²``; then ``t = 2k/s``. It is GELU's tanh form
-    where ``κ'`` is torch's κ = 0.044715 to float64's rounding (then ``κ' = κ``), or within 1e-6 of it: the
-    constants read in float32 (an ONNX export writes ``0.044714998`` and ``0.79788458``), where the rule is built
-    with that ``κ'`` so that it bounds exactly the function the graph computes. Any other ``κ'`` is no GELU."""
+    where ``κ'`` is torch's κ = 0.044715 to float64's rounding (then ``κ' = κ``: ``attrs`` are ``nn.GELU("tanh")``'s),
+    or within 1e-6 of it: the constants read in float32 (an ONNX export writes ``0.044714998`` and ``0.79788458``),
+    where the rule is built with ``cubic = κ'`` so that it bounds exactly the function the graph computes. Any other
+    ``κ'`` is no GELU."""
     tanh = _one_plus(build, gate, "tanh")
     scaled = None if tanh is None else _scaled(build, tanh.operands[0])
     polynomial = None if scaled is None else build.source(scaled[1])
@@ -223,11 +221,13 @@ def _tanh_gelu(build, factor: Any, gate: Any):
         s = a / GELU_TANH_BETA
         kappa = b / (s * s)
         if abs(kappa - GELU_TANH_KAPPA) <= 8 * 2.0 ** -52 * GELU_TANH_KAPPA:
-            kappa = GELU_TANH_KAPPA
-        elif abs(kappa - GELU_TANH_KAPPA) > 1e-6 * GELU_TANH_KAPPA:
+            attrs = dict(approximate="tanh")
+        elif abs(kappa - GELU_TANH_KAPPA) <= 1e-6 * GELU_TANH_KAPPA:
+            attrs = dict(approximate="tanh", cubic=kappa)
+        else:
             return None
         k = _gelu_factor(build, factor, x)
-        return None if k is None else (x, s, "tanh", 2 * k / s, kappa)
+        return None if k is None else (x, s, attrs, 2 * k / s)
     return None
 
 
