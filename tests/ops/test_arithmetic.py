@@ -146,6 +146,21 @@ def test_a_spelt_out_gelu_is_a_scaled_gelu_rule_sound_and_tight(spelled, same_as
     assert_sound_all_methods(model, x, LinfBall(0.3))
 
 
+@pytest.mark.parametrize("spelled, exponent", [(lambda t: t * (t * t), 3.0), (lambda t: (t * t) * t, 3.0),
+                                               (lambda t: t ** 3 * t, 4.0), (lambda t: t * t.pow(2.0) * t, 4.0)])
+def test_a_product_of_a_tensor_and_its_integer_power_is_the_next_power_and_sound(spelled, exponent):
+    """``x · xⁿ`` (either order, integer ``n ≥ 1``; how an ONNX export writes ``x³``) is the ``pow`` rule with exponent
+    ``n + 1``, not the bilinear product, and every method's bounds hold on sampled points."""
+    torch.manual_seed(0)
+    first = nn.Linear(3, 4).to(DTYPE)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    model = Chain([first, spelled, nn.Linear(4, 2).to(DTYPE)])
+    graph = BoundedModule(model, x).program("crown").graph
+    assert "product" not in {n.op for n in graph}
+    assert exponent in {n.attrs.get("exponent") for n in graph if n.op == "pow"}
+    assert_sound_all_methods(model, x, LinfBall(0.3))
+
+
 def test_a_tanh_of_a_cubic_that_is_not_gelus_stays_a_product():
     """``x·(1 + tanh(a(x + b x³)))`` with ``(a/β)² ≠ b/κ`` is no scaled GELU: the bilinear product bounds it."""
     torch.manual_seed(0)
